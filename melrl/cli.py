@@ -1,0 +1,117 @@
+"""The `melrl` command: `train`, `demo`, `solve`, `prepare-model`. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+
+def preset_path(name: str) -> Path:
+    """A YAML preset shipped in `melrl/configs` (also at `configs/` in the repository)."""
+    path = Path(str(resources.files("melrl") / "configs" / name))
+    if not path.exists():
+        raise FileNotFoundError(f"no preset {name!r} in {path.parent}")
+    return path
+
+
+def parse_train_args(argv: list[str]):
+    """YAML (`--config FILE`) plus `--key value` overrides, in TRL's style; unknown keys are errors."""
+    from trl import TrlParser
+
+    from .config import MELConfig, RunArguments
+
+    parser = TrlParser((RunArguments, MELConfig), prog="melrl train")
+    run, config = parser.parse_args_and_config(argv)
+    return run, config
+
+
+def cmd_train(argv: list[str]) -> int:
+    from .train import run_training
+
+    run, config = parse_train_args(argv)
+    run_training(run, config)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .summary import print_run_summary
+    from .train import run_training
+
+    argv = ["--config", str(preset_path("demo.yaml"))]
+    if args.steps is not None:
+        argv += ["--max_steps", str(args.steps)]
+    if args.output_dir is not None:
+        argv += ["--output_dir", args.output_dir]
+    run, config = parse_train_args(argv)
+    print(f"melrl demo: MEL on {run.model_name_or_path} with '{run.dataset_name}' problems, {config.max_steps} steps, "
+          f"run directory {config.output_dir}", flush=True)
+    run_training(run, config)
+    print_run_summary(config.output_dir)
+    return 0
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from .solve import solve_and_verify
+
+    results = solve_and_verify(
+        args.model, args.dataset, split=args.split, limit=args.limit, template=args.template,
+        max_new_tokens=args.max_new_tokens, data_dir=args.data_dir,
+    )
+    for r in results:
+        mark = "✓" if r["correct"] else "✗"
+        print(f"{mark} [{r['id']}] gold={r['gold']!r} answer={r['answer']!r}")
+    correct = sum(r["correct"] for r in results)
+    print(f"{correct}/{len(results)} correct")
+    return 0
+
+
+def cmd_prepare_model(args: argparse.Namespace) -> int:
+    from .models import resolve_model
+
+    print(resolve_model(args.model))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="melrl", description="Meta-Experience Learning for LLM reasoning, on TRL.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser(
+        "train", add_help=False,
+        help="train with MEL or a baseline: melrl train --config FILE.yaml [--key value ...]",
+    )
+
+    demo = sub.add_parser("demo", help="MEL on the embedded model and arithmetic problems, on the CPU")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    demo.add_argument("--output-dir", default=None, help="run directory (default: runs/demo)")
+
+    solve = sub.add_parser("solve", help="let a model solve a few problems and verify its answers")
+    solve.add_argument("--model", default="smollm2-135m-instruct", help="embedded name, local folder or hub id")
+    solve.add_argument("--dataset", default="arith", help="dataset name or file")
+    solve.add_argument("--split", default=None)
+    solve.add_argument("--limit", type=int, default=4)
+    solve.add_argument("--template", default="short", help="solve template: qwen-boxed, dapo or short")
+    solve.add_argument("--max-new-tokens", type=int, default=64)
+    solve.add_argument("--data-dir", default=None, help="folder of the local datasets (or $MELRL_DATA_DIR)")
+
+    prepare = sub.add_parser("prepare-model", help="convert an embedded model into the cache; print its folder")
+    prepare.add_argument("model", nargs="?", default="smollm2-135m-instruct")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=os.environ.get("MELRL_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] == "train":
+        return cmd_train(argv[1:])
+    args = build_parser().parse_args(argv)
+    commands = {"demo": cmd_demo, "solve": cmd_solve, "prepare-model": cmd_prepare_model}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""`MELTrainer`: TRL's GRPOTrainer plus meta-experience construction, replay validation and internalization.
+
+What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
+- `_calculate_rewards` also keeps the step's rollouts and verdicts;
+- `_generate_and_score_completions` runs the meta-experience phase after scoring (analysis, parsing, leak check,
+  replay, verdicts) on the rollout engine, one batched generate call per phase;
+- `_compute_loss` adds `mel_coef` × the NLL of the kept meta-experiences assigned to the micro-step;
+- `experiences.jsonl` and `metrics.jsonl` are written in `output_dir`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from accelerate.utils import gather_object
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+from trl.trainer.utils import pad
+
+from .algorithms import sequence_mean_nll
+from .config import MELConfig
+from .experience import ExperienceWriter, select_pairs, retention_ratio
+from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
+from .prompts import ANSWER_FORMAT
+from .rewards import make_accuracy_reward
+from .verifier import verify_batch
+
+logger = logging.getLogger("melrl.trainer")
+
+EXPERIENCES_FILE = "experiences.jsonl"
+METRICS_FILE = "metrics.jsonl"
+PHASES = ("rollout", "scoring", "analysis", "replay", "update")
+
+
+class MELTrainer(GRPOTrainer):
+    """GRPO with Meta-Experience Learning. Takes the arguments of `trl.GRPOTrainer` with a `MELConfig`.
+
+    `reward_funcs` defaults to the project's verifier-based accuracy reward for `args.prompt_template`. A rollout
+    counts as correct when the reward function named `accuracy` gives it 1 (or, with none of that name, when the
+    total reward reaches 1). The training dataset needs `problem` and `answer` columns beside `prompt`.
+    """
+
+    _tag_names = ["trl", "grpo", "melrl"]
+
+    def __init__(self, model, reward_funcs=None, args: MELConfig | None = None, **kwargs):
+        if args is None:
+            raise ValueError("MELTrainer needs a MELConfig (args=MELConfig(...))")
+        if reward_funcs is None:
+            reward_funcs = [make_accuracy_reward(ANSWER_FORMAT[args.prompt_template], args.verifier_timeout)]
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self._check_columns(kwargs.get("train_dataset"))
+        self._answer_format = ANSWER_FORMAT[args.prompt_template]
+        self._rollout: dict | None = None
+        self._nll_slices: dict[int, dict] = {}  # micro-step slice -> NLL batch of this rank
+        self._nll_global_count = 0
+        self._step_stats = _StepStats()
+        self._run_dir = Path(args.output_dir)
+        self._experience_writer = None
+        self._metrics_writer = None
+        if self.accelerator.is_main_process:
+            self._run_dir.mkdir(parents=True, exist_ok=True)
+            self._experience_writer = ExperienceWriter(self._run_dir / EXPERIENCES_FILE)
+            self._metrics_writer = ExperienceWriter(self._run_dir / METRICS_FILE)
+        self.add_callback(_RunFilesCallback(self))
+
+    def _check_columns(self, dataset) -> None:
+        if not self.args.meta_experience or dataset is None or not hasattr(dataset, "column_names"):
+            return
+        missing = {"prompt", "problem", "answer"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(
+                f"the training dataset lacks the column(s) {sorted(missing)}; MEL needs the problem text and the "
+                "gold answer beside the prompt (melrl.train.build_train_dataset makes them)"
+            )
+
+    # ---------------------------------------------------------------- rollouts and scoring
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        start = time.perf_counter()
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._step_stats.time["scoring"] += time.perf_counter() - start
+        self._rollout = {"inputs": inputs, "completion_ids": completion_ids_list, "rewards": rewards_per_func}
+        return rewards_per_func
+
+    def _correct(self, rewards_per_func: torch.Tensor) -> list[bool]:
+        if "accuracy" in self.reward_func_names:
+            column = rewards_per_func[:, self.reward_func_names.index("accuracy")]
+        else:
+            column = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        return (torch.nan_to_num(column, nan=0.0) >= 1.0 - 1e-6).tolist()
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        stats = self._step_stats
+        scoring_before = stats.time["scoring"]
+        start = time.perf_counter()
+        output = super()._generate_and_score_completions(inputs)
+        stats.time["rollout"] += time.perf_counter() - start - (stats.time["scoring"] - scoring_before)
+
+        rollout, self._rollout = self._rollout, None
+        correct = self._correct(rollout["rewards"])
+        group = self.num_generations
+        rewards = torch.nan_to_num(rollout["rewards"].nansum(dim=1), nan=0.0)
+        stats.add(
+            reward_sum=rewards.sum().item(),
+            rollouts=len(correct),
+            groups=len(correct) // group,
+            mixed_groups=sum(0 < sum(correct[i : i + group]) < group for i in range(0, len(correct), group)),
+            rollout_tokens=self.accelerator.gather(output["completion_mask"].sum()).sum().item(),
+        )
+        self._nll_slices, self._nll_global_count = {}, 0
+        if self.args.meta_experience:
+            self._meta_experience_phase(rollout, correct)
+        return output
+
+    # ---------------------------------------------------------------- meta-experience phase
+
+    def _meta_experience_phase(self, rollout: dict, correct: list[bool]) -> None:
+        """Construct, check and validate meta-experiences for this generation batch (same result on every rank)."""
+        args, stats = self.args, self._step_stats
+        inputs = rollout["inputs"]
+        problems = gather_object([x["problem"] for x in inputs])
+        golds = gather_object([str(x["answer"]) for x in inputs])
+        ids = gather_object([str(x.get("id", "")) for x in inputs])
+        completion_ids = gather_object([list(c) for c in rollout["completion_ids"]])
+        step = self.state.global_step + 1  # the optimizer step these meta-experiences are trained in
+        seed = args.seed if args.pair_seed is None else args.pair_seed
+        pairs = select_pairs(correct, self.num_generations, args.max_pairs_per_prompt, seed=seed, step=step)
+        stats.add(pairs=len(pairs))
+        if not pairs:
+            return
+
+        start = time.perf_counter()
+        jobs = build_jobs(
+            pairs, problems, golds, ids, completion_ids, self.processing_class, args.analysis_max_prompt_length
+        )
+        analyses = self._generate_distributed([job.analysis_prompt_ids for job in jobs], args.analysis_max_new_tokens)
+        eos = set(self.eos_token_ids)
+        for job, generated in zip(jobs, analyses, strict=True):
+            job.analysis_ids = generated
+            job.analysis = self.processing_class.decode(generated, skip_special_tokens=True)
+            job.truncated = not generated or generated[-1] not in eos
+            judge_analysis(job, leak_check=args.leak_check)
+        stats.time["analysis"] += time.perf_counter() - start
+        stats.add(
+            constructed=len(jobs),
+            truncated=sum(j.truncated for j in jobs),
+            parsed=sum(j.parsed for j in jobs),
+            leaked=sum(bool(j.leaks) for j in jobs),
+            analysis_prompt_tokens=sum(len(j.analysis_prompt_ids) for j in jobs),
+            analysis_tokens=sum(len(j.analysis_ids) for j in jobs),
+        )
+
+        start = time.perf_counter()
+        candidates = [job for job in jobs if job.parsed and not job.leaks]
+        self._replay(candidates)
+        stats.time["replay"] += time.perf_counter() - start
+
+        kept = [job for job in jobs if job.kept]
+        stats.add(replayed=len(candidates), kept=len(kept), nll_tokens=sum(len(j.analysis_ids) for j in kept))
+        if self.accelerator.is_main_process:
+            for job in jobs:
+                self._experience_writer.append(job.record(step))
+        self._assign_nll(kept)
+
+    def _replay(self, candidates: list[MetaExperienceJob]) -> None:
+        samples = self.args.replay_samples
+        if not candidates:
+            return
+        prompt_texts = [job.replay_prompt(self.args.prompt_template) for job in candidates for _ in range(samples)]
+        prompt_ids, _, _ = self._tokenize_prompts([self._render(text) for text in prompt_texts])
+        generated = self._generate_distributed(list(prompt_ids), self.args.replay_budget)
+        texts = self.processing_class.batch_decode(generated, skip_special_tokens=True)
+        golds = [job.gold for job in candidates for _ in range(samples)]
+        verdicts = verify_batch(texts, golds, answer_format=self._answer_format, timeout=self.args.verifier_timeout)
+        self._step_stats.add(replay_tokens=sum(len(g) for g in generated))
+        for i, job in enumerate(candidates):
+            chunk = slice(i * samples, (i + 1) * samples)
+            job.set_replays(texts[chunk], verdicts[chunk], self._answer_format, self.args.replay_threshold)
+
+    def _render(self, user_text: str) -> str:
+        from .prompts import render
+
+        return render(self.processing_class, user_text)
+
+    @contextmanager
+    def _generation_budget(self, max_new_tokens: int):
+        """Give one generate call its own token budget on whichever engine makes the rollouts."""
+        saved = []
+        targets = [(getattr(self, "generation_config", None), "max_new_tokens")]
+        if getattr(self, "generation_kwargs", None) is not None:
+            targets.append((self.generation_kwargs, "max_new_tokens"))
+        if self.use_vllm:
+            targets.append((self.vllm_generation, "max_completion_length"))
+        for target, name in targets:
+            if target is None:
+                continue
+            if isinstance(target, dict):
+                saved.append((target, name, target.get(name)))
+                target[name] = max_new_tokens
+            else:
+                saved.append((target, name, getattr(target, name)))
+                setattr(target, name, max_new_tokens)
+        try:
+            yield
+        finally:
+            for target, name, value in saved:
+                if isinstance(target, dict):
+                    target[name] = value
+                else:
+                    setattr(target, name, value)
+
+    def _generate_distributed(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Generate one completion per prompt, spreading the prompts over the ranks; every rank gets all results.
+
+        Every rank makes exactly one generate call with the same number of prompts (padded with a copy of a real
+        prompt), so vLLM server mode, ZeRO-3 and FSDP stay in step.
+        """
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        mine = list(range(rank, len(prompt_ids), world))
+        per_rank = -(-len(prompt_ids) // world)
+        local = [prompt_ids[i] for i in mine] + [prompt_ids[0]] * (per_rank - len(mine))
+        with self._generation_budget(max_new_tokens):
+            completions, _ = self._generate_single_turn(local, None, {}, 1)
+        gathered = gather_object([(i, list(c)) for i, c in zip(mine, completions)])
+        results: list[list[int]] = [[] for _ in prompt_ids]
+        for i, ids in gathered:
+            results[i] = ids
+        return results
+
+    # ---------------------------------------------------------------- internalization
+
+    @property
+    def _internalizing(self) -> bool:
+        return self.args.meta_experience and self.args.mel_coef > 0
+
+    def _assign_nll(self, kept: list[MetaExperienceJob]) -> None:
+        """Spread the kept meta-experiences over ranks and micro-step slices; pad slices other ranks use."""
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        slices = self.args.steps_per_generation
+        self._nll_global_count = len(kept)
+        if not kept or not self._internalizing:
+            return
+        used: dict[int, list[MetaExperienceJob]] = {}
+        for k, job in enumerate(kept):
+            slot = (k // world) % slices
+            used.setdefault(slot, [])
+            if k % world == rank:
+                used[slot].append(job)
+        pad_id = self._tokenizer.pad_token_id
+        for slot, jobs in used.items():
+            self._nll_slices[slot] = _nll_batch(jobs, pad_id, kept[0], self.accelerator.device)
+
+    def _compute_loss(self, model, inputs):
+        loss = super()._compute_loss(model, inputs)
+        if not (self.model.training and self._internalizing and self._nll_slices):
+            return loss
+        batch = self._nll_slices.get(self._step % self.args.steps_per_generation)
+        if batch is None:
+            return loss
+        start = time.perf_counter()
+        completion_length = batch["targets"].size(1)
+        outputs = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=completion_length + 1
+        )
+        logits = outputs.logits[:, :-1, :]  # (B, M, V): position t predicts M token t; temperature 1
+        nll = sequence_mean_nll(logits, batch["targets"], batch["mask"]) * batch["weight"]  # (B,)
+        world = self.accelerator.num_processes
+        mel_loss = self.args.mel_coef * nll.sum() * world / self._nll_global_count
+        self._step_stats.add(nll_sum=nll.detach().sum().item(), nll_count=batch["weight"].sum().item())
+        self._step_stats.time["nll"] += time.perf_counter() - start  # the forward share; part of "update"
+        return loss + mel_loss
+
+    # ---------------------------------------------------------------- step accounting
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        stats = self._step_stats
+        generation_before = sum(stats.time[p] for p in ("rollout", "scoring", "analysis", "replay"))
+        start = time.perf_counter()
+        output = super().training_step(model, inputs, num_items_in_batch)
+        generation = sum(stats.time[p] for p in ("rollout", "scoring", "analysis", "replay")) - generation_before
+        stats.time["update"] += time.perf_counter() - start - generation
+        return output
+
+    def _finish_step(self) -> dict:
+        """Reduce this step's NLL over ranks and return the metrics line (all ranks must call it)."""
+        stats, self._step_stats = self._step_stats, _StepStats()
+        totals = torch.tensor([stats.counts.get("nll_sum", 0.0), stats.counts.get("nll_count", 0.0)],
+                              device=self.accelerator.device)
+        nll_sum, nll_count = self.accelerator.reduce(totals, reduction="sum").tolist()
+        return stats.line(self.state.global_step, nll_sum, nll_count)
+
+
+class _StepStats:
+    """Sums over one optimizer step (counts are already global: they come from gathered data)."""
+
+    def __init__(self):
+        self.counts: dict[str, float] = {}
+        self.time: dict[str, float] = {phase: 0.0 for phase in (*PHASES, "nll")}
+
+    def add(self, **values: float) -> None:
+        for key, value in values.items():
+            self.counts[key] = self.counts.get(key, 0) + value
+
+    def line(self, step: int, nll_sum: float, nll_count: float) -> dict:
+        c = self.counts
+        get = lambda key: int(c.get(key, 0))  # noqa: E731
+        return {
+            "step": step,
+            "reward_mean": c.get("reward_sum", 0.0) / max(get("rollouts"), 1),
+            "mixed_group_fraction": get("mixed_groups") / max(get("groups"), 1),
+            **{key: get(key) for key in ("rollouts", "groups", "mixed_groups", "pairs", "constructed", "truncated",
+                                         "parsed", "leaked", "replayed", "kept")},
+            "retention_ratio": retention_ratio(get("kept"), get("constructed")),
+            "nll": nll_sum / nll_count if nll_count else None,
+            **{key: get(key) for key in ("rollout_tokens", "analysis_prompt_tokens", "analysis_tokens",
+                                         "replay_tokens", "nll_tokens")},
+            **{f"time_{phase}": round(seconds, 4) for phase, seconds in self.time.items()},
+        }
+
+
+def _nll_batch(jobs: list[MetaExperienceJob], pad_id: int, filler: MetaExperienceJob, device) -> dict:
+    """Left-padded analysis prompts followed by right-padded meta-experiences; a rank with none gets one
+    zero-weight row so that it still runs the forward and backward pass the others run."""
+    weight = [1.0] * len(jobs)
+    if not jobs:
+        jobs, weight = [filler], [0.0]
+    prompts = [torch.tensor(j.analysis_prompt_ids) for j in jobs]
+    targets = [torch.tensor(j.analysis_ids) for j in jobs]
+    prompt_ids = pad(prompts, padding_value=pad_id, padding_side="left")
+    prompt_mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left")
+    target_ids = pad(targets, padding_value=pad_id, padding_side="right")
+    target_mask = pad([torch.ones_like(t) for t in targets], padding_value=0, padding_side="right")
+    return {
+        "input_ids": torch.cat([prompt_ids, target_ids], dim=1).to(device),
+        "attention_mask": torch.cat([prompt_mask, target_mask], dim=1).to(device),
+        "targets": target_ids.to(device),
+        "mask": target_mask.to(device),
+        "weight": torch.tensor(weight, device=device),
+    }
+
+
+class _RunFilesCallback(TrainerCallback):
+    def __init__(self, trainer: MELTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        line = self.trainer._finish_step()
+        if self.trainer._metrics_writer is not None:
+            self.trainer._metrics_writer.append(line)

@@ -1,0 +1,198 @@
+"""MELTrainer on the tiny random-weight model: loss equivalence, NLL mask, run files, batched generation."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from trl import GRPOTrainer
+
+import melrl.trainer as trainer_module
+from melrl.algorithms import sequence_mean_nll
+from melrl.config import MELConfig
+from melrl.experience import Pair
+from melrl.meta_phase import MetaExperienceJob
+from melrl.models import load_model_and_tokenizer
+from melrl.trainer import MELTrainer, _nll_batch
+
+
+def make_config(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=12,
+        analysis_max_new_tokens=10,
+        analysis_max_prompt_length=512,
+        max_steps=2,
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        learning_rate=1e-3,
+        seed=0,
+        disable_tqdm=True,
+    )
+    values.update(overrides)
+    return MELConfig(**values)
+
+
+def parity_accuracy(prompts, completions, **kwargs):
+    """A stand-in verdict that gives mixed groups on a random model: odd-length completions are 'correct'."""
+    return [float(len(c) % 2) for c in completions]
+
+
+parity_accuracy.__name__ = "accuracy"
+
+
+def make_dataset(n=16):
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "prompt": [f"What is {i} + {i}?" for i in range(n)],
+            "problem": [f"What is {i} + {i}?" for i in range(n)],
+            "answer": [str(2 * i) for i in range(n)],
+            "id": [f"p{i}" for i in range(n)],
+        }
+    )
+
+
+def make_trainer(tiny_model_dir, tmp_path, **overrides):
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    return MELTrainer(
+        model=model,
+        reward_funcs=[parity_accuracy],
+        args=make_config(tmp_path, **overrides),
+        train_dataset=make_dataset(),
+        processing_class=tokenizer,
+    )
+
+
+def loss_inputs(trainer):
+    """A hand-made rollout batch in the layout `_compute_loss` reads."""
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train() in a real run
+    torch.manual_seed(0)
+    prompt_ids = torch.randint(10, 200, (8, 6))
+    completion_ids = torch.randint(10, 200, (8, 5))
+    completion_mask = torch.ones(8, 5, dtype=torch.long)
+    completion_mask[0, 3:] = 0
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": torch.linspace(-1, 1, 8),
+        "num_items_in_batch": completion_mask.sum(),
+    }
+
+
+def job(prompt_ids, analysis_ids):
+    j = MetaExperienceJob(
+        pair=Pair(0, 0, 1), problem_id="p0", problem="q", gold="1", correct_solution="a",
+        incorrect_solution="b", analysis_prompt_ids=list(prompt_ids),
+    )
+    j.analysis_ids = list(analysis_ids)
+    return j
+
+
+@pytest.mark.parametrize("overrides", [{"meta_experience": False}, {"mel_coef": 0.0}])
+def test_loss_equals_grpo_when_meta_experience_is_off(tiny_model_dir, tmp_path, overrides):
+    trainer = make_trainer(tiny_model_dir, tmp_path, **overrides)
+    trainer.model.train()
+    trainer._assign_nll([job([5, 6, 7], [8, 9, 2])])  # a kept M that must not count
+    inputs = loss_inputs(trainer)
+    mel = trainer._compute_loss(trainer.model, inputs)
+    grpo = GRPOTrainer._compute_loss(trainer, trainer.model, inputs)
+    assert torch.equal(mel, grpo)
+
+
+def test_loss_adds_mel_coef_times_mean_nll(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=0.5, gradient_accumulation_steps=1)
+    trainer.model.train()
+    kept = [job([5, 6, 7, 11], [8, 9, 2]), job([12, 13], [14, 15, 16, 17, 2])]
+    trainer._assign_nll(kept)
+    inputs = loss_inputs(trainer)
+    mel = trainer._compute_loss(trainer.model, inputs)
+    grpo = GRPOTrainer._compute_loss(trainer, trainer.model, inputs)
+    expected = []
+    with torch.no_grad():
+        for j in kept:  # each M alone, unpadded: mean NLL of its tokens given its prompt
+            ids = torch.tensor([j.analysis_prompt_ids + j.analysis_ids])
+            logits = trainer.model(input_ids=ids).logits[:, len(j.analysis_prompt_ids) - 1 : -1]
+            target = torch.tensor([j.analysis_ids])
+            expected.append(sequence_mean_nll(logits, target, torch.ones_like(target)).item())
+    assert mel.item() - grpo.item() == pytest.approx(0.5 * sum(expected) / 2, rel=1e-4, abs=1e-5)
+
+
+def test_nll_batch_masks_only_meta_experience_tokens():
+    jobs = [job([5, 6, 7], [8, 9, 2]), job([10], [11, 12, 13, 14, 2])]
+    batch = _nll_batch(jobs, pad_id=0, filler=jobs[0], device="cpu")
+    assert batch["targets"].tolist() == [[8, 9, 2, 0, 0], [11, 12, 13, 14, 2]]
+    assert batch["mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["input_ids"][:, :3].tolist() == [[5, 6, 7], [0, 0, 10]]  # prompts left-padded, never targets
+    assert batch["weight"].tolist() == [1.0, 1.0]
+    dummy = _nll_batch([], pad_id=0, filler=jobs[0], device="cpu")
+    assert dummy["weight"].tolist() == [0.0]
+
+
+def test_sequence_mean_nll_ignores_masked_tokens():
+    logits = torch.randn(1, 4, 7)
+    targets = torch.tensor([[1, 2, 3, 4]])
+    mask = torch.tensor([[1, 1, 0, 0]])
+    changed = logits.clone()
+    changed[:, 2:] = torch.randn(1, 2, 7)
+    assert torch.allclose(sequence_mean_nll(logits, targets, mask), sequence_mean_nll(changed, targets, mask))
+    by_hand = -(torch.log_softmax(logits[0, 0], -1)[1] + torch.log_softmax(logits[0, 1], -1)[2]) / 2
+    assert sequence_mean_nll(logits, targets, mask).item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def fake_judge(job, *, leak_check):
+    """Accept every analysis of an even incorrect row, as if it parsed; flag every third as leaking."""
+    job.parsed = job.pair.incorrect % 2 == 0
+    job.parts = {"heuristics": ["h"]} if job.parsed else None
+    job.parse_error = None if job.parsed else "missing sections"
+    job.leaks = ["7"] if job.parsed and job.pair.correct % 3 == 0 else []
+
+
+def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)
+    replay_verdicts = iter([True, False] * 100)
+    monkeypatch.setattr(
+        trainer_module, "verify_batch", lambda texts, golds, **kw: [next(replay_verdicts) for _ in texts]
+    )
+    calls = Counter()
+    original = MELTrainer._generate_single_turn
+
+    def counting(self, prompt_ids, *args, **kwargs):
+        calls[self.state.global_step] += 1
+        return original(self, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(MELTrainer, "_generate_single_turn", counting)
+    trainer = make_trainer(tiny_model_dir, tmp_path, max_pairs_per_prompt=2)
+    trainer.train()
+
+    run = tmp_path / "run"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    experiences = [json.loads(line) for line in (run / "experiences.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert sum(m["constructed"] for m in metrics) > 0
+    for m in metrics:
+        mine = [e for e in experiences if e["step"] == m["step"]]
+        assert m["constructed"] == len(mine)
+        assert m["parsed"] == sum(e["parsed"] for e in mine)
+        assert m["leaked"] == sum(e["leaked"] for e in mine)
+        assert m["kept"] == sum(e["kept"] for e in mine)
+        assert m["replayed"] == sum(e["parsed"] and not e["leaked"] for e in mine)
+        assert m["pairs"] == m["constructed"]
+        assert (m["nll"] is not None) == (m["kept"] > 0)
+        assert m["nll_tokens"] == sum(e["analysis_tokens"] for e in mine if e["kept"])
+        # one rollout call, one analysis call, and one replay call when something was replayed
+        expected_calls = 1 + (m["constructed"] > 0) + (m["replayed"] > 0)
+        assert calls[m["step"] - 1] == expected_calls
+    for e in experiences:
+        assert e["kept"] == (e["parsed"] and not e["leaked"] and all(e["replay_correct"]))
+        assert 0 < e["analysis_tokens"] <= 10  # the analysis budget
