@@ -19,13 +19,14 @@ MAX_FACTORIAL = 1_000
 MAX_POWERS = 100  # "^" signs in one answer
 MAX_FACTORIALS = 20  # "!" signs in one answer
 
-ANSWER_FORMATS = ("auto", "boxed", "answer_line")
+ANSWER_FORMATS = ("auto", "boxed", "answer_line", "last_number")
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _ANSWER_LINE = re.compile(r"answer\s*:(.*)", re.IGNORECASE)
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:(?:,|\{,\}|\\,|\\!|\\ |\\thinspace ?| )\d{3})+(?:\.\d+)?")
 _SEPARATORS = re.compile(r"\{,\}|\\,|\\!|\\ |\\thinspace ?|[, ]")
 _INTEGER = re.compile(r"[+-]?\d{1,4000}")
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
@@ -33,7 +34,8 @@ def extract_answer(text: str, answer_format: str = "auto") -> str | None:
     """The final answer of a completion, or None.
 
     "boxed": content of the last ``\\boxed{}``/``\\fbox{}``; "answer_line": the last ``Answer: ...`` line;
-    "auto": boxed if there is one, the Answer line otherwise.
+    "auto": boxed if there is one, the Answer line otherwise; "last_number": the last number in the text (for
+    very small models that answer in prose, with the `short` template).
     """
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
@@ -45,6 +47,8 @@ def extract_answer(text: str, answer_format: str = "auto") -> str | None:
         answer = last_boxed(tail)
     if answer is None and answer_format in ("answer_line", "auto"):
         answer = last_answer_line(tail)
+    if answer_format == "last_number":
+        answer = last_number(tail)
     if answer is None or not answer or len(answer) > MAX_ANSWER_CHARS:
         return None
     return answer
@@ -87,6 +91,14 @@ def last_answer_line(text: str) -> str | None:
         if content:
             return content
     return None
+
+
+def last_number(text: str) -> str | None:
+    """The last number written in the text ("... so 1,200 apples." gives "1,200"), or None."""
+    last = None
+    for last in _NUMBER.finditer(text):
+        pass
+    return last.group(0).rstrip(".") if last else None
 
 
 def normalize_answer(answer: str) -> str:

@@ -13,10 +13,12 @@ SOLVE_TEMPLATES: dict[str, str] = {
         "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n{problem}\n\n"
         'Remember to put your answer on its own line after "Answer:".'
     ),
+    # For very small models (the CPU demo): they rarely box an answer but usually state it last.
+    "short": "{problem} Answer with a number.",
 }
 
 # How the verifier finds the final answer for each template.
-ANSWER_FORMAT: dict[str, str] = {"qwen-boxed": "boxed", "dapo": "answer_line"}
+ANSWER_FORMAT: dict[str, str] = {"qwen-boxed": "boxed", "dapo": "answer_line", "short": "last_number"}
 
 # Section headings the analysis must use, in order; `melrl.experience.parse_meta_experience` looks for them.
 SECTION_FAILURE = "Failure Point"

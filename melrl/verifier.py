@@ -2,12 +2,13 @@
 
 Model output is untrusted. The parent extracts the answer (`melrl.answers`), rejects pathological ones with cheap
 checks, settles integer-vs-integer answers itself, and sends the rest to a `VerifierPool`: fresh Python processes
-(not forks of the trainer) that import only sympy and math-verify, talk JSON lines over pipes, and are killed and
-replaced when an item exceeds its wall-clock timeout or when they die.
+(exec'd like multiprocessing's "spawn", but without re-importing the trainer's ``__main__`` or ``melrl/__init__``)
+that import only sympy and math-verify, talk JSON lines over pipes, and are killed and replaced when an item exceeds
+its wall-clock timeout or when they die. POSIX only.
 
 Nothing from a completion is ever evaluated as Python. Workers use math-verify's LaTeX path only (ANTLR parser,
 latex2sympy); its `ExprExtractionConfig` path would run sympy's `parse_expr`, which calls `eval`. As defence in
-depth, workers also refuse any sympy `parse_expr`/`sympify` evaluation that names more than number constructors.
+depth, workers make sympy's `parse_expr`/`sympify` refuse code naming anything but number and symbol constructors.
 
 Settings (environment): ``MELRL_VERIFY_TIMEOUT`` (seconds per item, default 5), ``MELRL_VERIFY_WORKERS`` (default
 max(2, CPUs)), ``MELRL_VERIFY_MEMORY_MB`` (address-space cap per worker, default 4096, 0 for none).
@@ -206,7 +207,8 @@ class VerifierPool:
     def _retire(self, w: _Worker) -> None:
         _kill(w.proc)
         self._workers.remove(w)
-        self._procs.remove(w.proc)
+        if w.proc in self._procs:  # the exit-time finalizer may have emptied the list already
+            self._procs.remove(w.proc)
 
     def _replace(self, w: _Worker) -> None:
         self._retire(w)
