@@ -7,7 +7,7 @@ STAMP := $(VENV)/.melrl-installed
 export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test clean
 
 setup: $(STAMP)
 
@@ -25,9 +25,6 @@ demo: setup
 	$(BIN)/melrl demo
 
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow"
-
-test-all: setup
 	$(BIN)/python -m pytest -q
 
 clean:

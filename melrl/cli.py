@@ -24,9 +24,32 @@ def parse_train_args(argv: list[str]):
 
     from .config import MELConfig, RunArguments
 
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        check_config_keys(Path(argv[argv.index("--config") + 1]), (RunArguments, MELConfig))
     parser = TrlParser((RunArguments, MELConfig), prog="melrl train")
     run, config = parser.parse_args_and_config(argv)
     return run, config
+
+
+def check_config_keys(path: Path, dataclass_types) -> None:
+    """Fail on a YAML key no dataclass knows, naming the file and the key, before anything is built."""
+    import dataclasses
+
+    import yaml
+
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config file must be a YAML mapping of keys to values")
+    known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)} | {"env"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        import difflib
+
+        hints = [f"{key!r} (did you mean {difflib.get_close_matches(key, known, 1)[0]!r}?)"
+                 if difflib.get_close_matches(key, known, 1) else repr(key) for key in unknown]
+        raise ValueError(f"{path}: unknown key(s) {', '.join(hints)}; `melrl train --help` lists the keys")
 
 
 def cmd_train(argv: list[str]) -> int:

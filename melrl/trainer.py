@@ -111,7 +111,7 @@ class MELTrainer(GRPOTrainer):
             rollouts=len(correct),
             groups=len(correct) // group,
             mixed_groups=sum(0 < sum(correct[i : i + group]) < group for i in range(0, len(correct), group)),
-            rollout_tokens=self.accelerator.gather(output["completion_mask"].sum()).sum().item(),
+            rollout_tokens=self.accelerator.gather(output["completion_mask"].sum().reshape(1)).sum().item(),
         )
         self._nll_slices, self._nll_global_count = {}, 0
         if self.args.meta_experience:

@@ -1,0 +1,66 @@
+"""The `melrl` command line: help on every subcommand, config parsing, presets."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from melrl.cli import build_parser, parse_train_args, preset_path
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["solve"], ["prepare-model"], ["train"]])
+def test_every_subcommand_has_help(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "melrl", *command, "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage" in result.stdout.lower()
+
+
+def test_yaml_plus_overrides(tmp_path):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump({"dataset_name": "gsm8k", "num_generations": 4, "max_pairs_per_prompt": 3,
+                                           "per_device_train_batch_size": 8, "use_cpu": True, "bf16": False}))
+    run, config = parse_train_args(["--config", str(config_file), "--max_pairs_per_prompt", "1", "--output_dir",
+                                    str(tmp_path / "out")])
+    assert run.dataset_name == "gsm8k"
+    assert config.num_generations == 4 and config.max_pairs_per_prompt == 1
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump({"max_pair_per_prompt": 3}))
+    with pytest.raises(ValueError, match="max_pair_per_prompt"):
+        parse_train_args(["--config", str(config_file)])
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "grpo_demo.yaml", "qwen3_4b_mel.yaml", "qwen3_14b_grpo.yaml"])
+def test_presets_load(name):
+    values = yaml.safe_load(preset_path(name).read_text())
+    assert set(values) >= {"model_name_or_path", "dataset_name", "num_generations", "learning_rate"}
+
+
+def test_demo_preset_parses_into_a_cpu_config():
+    run, config = parse_train_args(["--config", str(preset_path("demo.yaml"))])
+    assert run.model_name_or_path == "smollm2-135m-instruct" and run.dataset_name == "arith"
+    assert config.use_cpu and not config.bf16 and config.meta_experience
+    assert config.per_device_train_batch_size % config.num_generations == 0
+
+
+def test_parser_lists_the_subcommands():
+    assert {"demo", "solve", "prepare-model", "train"} <= set(build_parser()._subparsers._group_actions[0].choices)
+
+
+@pytest.mark.slow
+def test_demo_on_the_embedded_model_writes_run_files(tmp_path, capsys):
+    from melrl.cli import main
+    from melrl.experience import read_jsonl
+
+    assert main(["demo", "--steps", "2", "--output-dir", str(tmp_path / "demo")]) == 0
+    metrics = read_jsonl(tmp_path / "demo" / "metrics.jsonl")
+    experiences = read_jsonl(tmp_path / "demo" / "experiences.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert len(experiences) >= 1 and sum(m["constructed"] for m in metrics) == len(experiences)
+    summary = capsys.readouterr().out
+    assert "retention ratio" in summary and "Sample meta-experience" in summary
