@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from melrl import arith
+from melrl.answers import last_boxed
 
 DATA_DIR_ENV = "MELRL_DATA_DIR"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -125,37 +126,10 @@ def _gsm8k_answer(value: Any) -> str:
 
 
 def _minerva_answer(value: Any) -> str:
-    boxed = _last_boxed(_text(value))
+    boxed = last_boxed(_text(value))
     if boxed is None:
         raise _FieldError("no \\boxed{...} in the solution")
     return _nonempty(boxed)
-
-
-def _last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` with balanced braces, or None."""
-    for match in reversed(list(re.finditer(r"\\boxed\s*\{", text))):
-        content = _balanced(text, match.end())
-        if content is not None:
-            return content.strip()
-    return None
-
-
-def _balanced(text: str, start: int) -> str | None:
-    """Text from `start` up to the brace closing an already opened `{`; escaped braces do not count."""
-    depth, i = 1, start
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-        i += 1
-    return None
 
 
 def _lookup(row: Mapping, path: str) -> Any:
@@ -438,24 +412,10 @@ def _dispatch(
     return _load_hub(key, split, skip_invalid, field_map, options)
 
 
-def load_records(
-    name: str | os.PathLike,
-    split: str | None = None,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    limit: int | None = None,
-    skip_invalid: bool = False,
-    field_map: Mapping[str, str] | None = None,
-    seed: int = 0,
-    **arith_options: Any,
-) -> list[Record]:
+def load_records(name: str | os.PathLike, split: str | None = None, **options: Any) -> list[Record]:
     """Load a registered dataset, a local file or a hub dataset as a list of `Record`s.
 
     `split` picks gsm8k's "train"/"test" (and arith's), `limit` keeps the first N records, `field_map` maps
     `problem`/`answer`/`id` to (dotted) column names, `seed` and `arith_options` (`n`, `level`) drive `arith`.
     """
-    records, _ = load_records_with_report(
-        name, split, data_dir=data_dir, limit=limit, skip_invalid=skip_invalid, field_map=field_map, seed=seed,
-        **arith_options,
-    )
-    return records
+    return load_records_with_report(name, split, **options)[0]

@@ -143,11 +143,13 @@ def test_math500_and_dapo_fields():
     assert all(re.fullmatch(r"-?\d+", r.answer) for r in dapo)
 
 
-def test_last_boxed_helper():
-    assert data._last_boxed(r"a \boxed{1} then \boxed{\frac{1}{2}} end") == r"\frac{1}{2}"
-    assert data._last_boxed(r"\boxed{\{1,2\}}") == r"\{1,2\}"
-    assert data._last_boxed("no box") is None
-    assert data._last_boxed(r"\boxed{unclosed") is None
+def test_minerva_answers_use_the_last_boxed_rule():
+    from melrl.answers import last_boxed
+
+    assert last_boxed(r"a \boxed{1} then \boxed{\frac{1}{2}} end") == r"\frac{1}{2}"
+    assert last_boxed(r"\boxed{\{1,2\}}") == r"\{1,2\}"
+    assert last_boxed("no box") is None
+    assert last_boxed(r"\boxed{unclosed") is None
 
 
 @needs_data
