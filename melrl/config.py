@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from .algorithms import ADVANTAGE_METHODS
 from .prompts import SOLVE_TEMPLATES
 
 
@@ -13,6 +14,12 @@ from .prompts import SOLVE_TEMPLATES
 class MELConfig(GRPOConfig):
     r"""
     Configuration of [`MELTrainer`]: every [`trl.GRPOConfig`] field plus the meta-experience loop.
+
+    Base algorithm:
+        algorithm (`str`, defaults to `"grpo"`): `grpo` (TRL's group-normalised advantages and `loss_type`),
+            `reinforce_pp` (rewards whitened over the global batch), `reinforce_pp_baseline` (group mean
+            subtracted, then whitened over the global batch) or `rft` (NLL of the correct rollouts, normalised by
+            their token count). Each combines with `meta_experience` on or off.
 
     Meta-experience:
         meta_experience (`bool`, defaults to `True`): run construction, replay validation and internalization.
@@ -34,6 +41,7 @@ class MELConfig(GRPOConfig):
         verifier_timeout (`float`, defaults to `5.0`): seconds allowed to verify one answer.
     """
 
+    algorithm: str = field(default="grpo", metadata={"help": f"Base algorithm: one of {ADVANTAGE_METHODS}."})
     meta_experience: bool = field(default=True, metadata={"help": "Run the meta-experience loop."})
     mel_coef: float = field(default=1.0, metadata={"help": "Coefficient of the internalization NLL."})
     max_pairs_per_prompt: int = field(default=2, metadata={"help": "Contrastive pairs per mixed prompt."})
@@ -49,6 +57,8 @@ class MELConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.algorithm not in ADVANTAGE_METHODS:
+            raise ValueError(f"algorithm: {self.algorithm!r} is not one of {ADVANTAGE_METHODS}")
         if self.prompt_template not in SOLVE_TEMPLATES:
             raise ValueError(f"prompt_template: {self.prompt_template!r} is not one of {sorted(SOLVE_TEMPLATES)}")
         if self.max_pairs_per_prompt < 1:

@@ -4,7 +4,10 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
 - `_calculate_rewards` also keeps the step's rollouts and verdicts;
 - `_generate_and_score_completions` runs the meta-experience phase after scoring (analysis, parsing, leak check,
   replay, verdicts) on the rollout engine, one batched generate call per phase;
-- `_compute_loss` adds `mel_coef` × the NLL of the kept meta-experiences assigned to the micro-step;
+- `_generate_and_score_completions` replaces TRL's advantages for `algorithm` `reinforce_pp`,
+  `reinforce_pp_baseline` and `rft` (`melrl.algorithms.compute_advantages`);
+- `_compute_loss` uses the RFT loss for `algorithm: rft`, and adds `mel_coef` × the NLL of the kept
+  meta-experiences assigned to the micro-step;
 - `experiences.jsonl` and `metrics.jsonl` are written in `output_dir`.
 """
 
@@ -21,7 +24,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.trainer.utils import pad
 
-from .algorithms import sequence_mean_nll
+from .algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
 from .config import MELConfig
 from .experience import ExperienceWriter, select_pairs, retention_ratio
 from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
@@ -113,10 +116,28 @@ class MELTrainer(GRPOTrainer):
             mixed_groups=sum(0 < sum(correct[i : i + group]) < group for i in range(0, len(correct), group)),
             rollout_tokens=self.accelerator.gather(output["completion_mask"].sum().reshape(1)).sum().item(),
         )
+        if self.args.algorithm != "grpo":
+            self._replace_advantages(output, rollout["rewards"], correct)
         self._nll_slices, self._nll_global_count = {}, 0
         if self.args.meta_experience:
             self._meta_experience_phase(rollout, correct)
         return output
+
+    def _replace_advantages(self, output: dict, rewards_per_func: torch.Tensor, correct: list[bool]) -> None:
+        """Advantages of the base algorithm, computed on the global batch and sliced back to this process."""
+        device = output["advantages"].device
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        if self.args.algorithm == "rft":
+            rewards = torch.tensor(correct, dtype=torch.float32)
+        advantages = compute_advantages(rewards.cpu(), self.num_generations, self.args.algorithm)
+        local = output["advantages"].size(0)
+        start = self.accelerator.process_index * local
+        output["advantages"] = advantages[start : start + local].to(device)
+        if self.args.algorithm == "rft":
+            correct_rows = output["advantages"]  # (B,) 1 for a correct rollout
+            output["rft_correct"] = correct_rows
+            local_tokens = (output["completion_mask"].sum(dim=1) * correct_rows).sum().reshape(1)
+            output["rft_tokens"] = self.accelerator.gather(local_tokens).sum()  # scalar: kept whole by the split
 
     # ---------------------------------------------------------------- meta-experience phase
 
@@ -256,25 +277,45 @@ class MELTrainer(GRPOTrainer):
         for slot, jobs in used.items():
             self._nll_slices[slot] = _nll_batch(jobs, pad_id, kept[0], self.accelerator.device)
 
+    @staticmethod
+    def _completion_logits(model, input_ids, attention_mask, completion_length: int) -> torch.Tensor:
+        """(B, C, V) temperature-1 logits predicting the last `completion_length` tokens of each row."""
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=completion_length + 1)
+        return outputs.logits[:, :-1, :]
+
     def _compute_loss(self, model, inputs):
-        loss = super()._compute_loss(model, inputs)
+        if self.args.algorithm == "rft" and "rft_correct" in inputs:
+            loss = self._rft_loss(model, inputs)
+        else:
+            loss = super()._compute_loss(model, inputs)
         if not (self.model.training and self._internalizing and self._nll_slices):
             return loss
         batch = self._nll_slices.get(self._step % self.args.steps_per_generation)
         if batch is None:
             return loss
         start = time.perf_counter()
-        completion_length = batch["targets"].size(1)
-        outputs = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=completion_length + 1
-        )
-        logits = outputs.logits[:, :-1, :]  # (B, M, V): position t predicts M token t; temperature 1
+        logits = self._completion_logits(model, batch["input_ids"], batch["attention_mask"], batch["targets"].size(1))
         nll = sequence_mean_nll(logits, batch["targets"], batch["mask"]) * batch["weight"]  # (B,)
         world = self.accelerator.num_processes
         mel_loss = self.args.mel_coef * nll.sum() * world / self._nll_global_count
         self._step_stats.add(nll_sum=nll.detach().sum().item(), nll_count=batch["weight"].sum().item())
         self._step_stats.time["nll"] += time.perf_counter() - start  # the forward share; part of "update"
         return loss + mel_loss
+
+    def _rft_loss(self, model, inputs) -> torch.Tensor:
+        """NLL of the correct rollouts' tokens over the correct-token count of the whole generation batch."""
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
+        logits = self._completion_logits(model, input_ids, attention_mask, completion_ids.size(1))
+        logps = token_log_probs(logits, completion_ids)  # (B, C)
+        loss_sum = rft_loss_sum(logps, completion_mask, inputs["rft_correct"])
+        tokens = inputs["rft_tokens"].clamp(min=1.0)
+        # Every micro-step of the generation batch adds its share; ranks are averaged by the backward pass.
+        loss = loss_sum * self.accelerator.num_processes / tokens
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["rft/correct_fraction"].append(inputs["rft_correct"].float().mean().item())
+        return loss
 
     # ---------------------------------------------------------------- step accounting
 

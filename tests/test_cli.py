@@ -35,10 +35,29 @@ def test_unknown_key_is_an_error(tmp_path):
         parse_train_args(["--config", str(config_file)])
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "grpo_demo.yaml", "qwen3_4b_mel.yaml", "qwen3_14b_grpo.yaml"])
-def test_presets_load(name):
+TRAINING_PRESETS = sorted(p.name for p in preset_path("demo.yaml").parent.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", TRAINING_PRESETS)
+def test_every_training_preset_uses_only_known_keys(name):
+    from melrl.cli import check_config_keys
+    from melrl.config import MELConfig, RunArguments
+
+    check_config_keys(preset_path(name), (RunArguments, MELConfig))
     values = yaml.safe_load(preset_path(name).read_text())
     assert set(values) >= {"model_name_or_path", "dataset_name", "num_generations", "learning_rate"}
+
+
+def test_figure5_presets_cover_every_comparison():
+    names = set(TRAINING_PRESETS)
+    for algorithm in ("rft", "reinforce_pp"):
+        plain = yaml.safe_load(preset_path(f"qwen3_8b_{algorithm}.yaml").read_text())
+        with_me = yaml.safe_load(preset_path(f"qwen3_8b_{algorithm}_me.yaml").read_text())
+        assert plain["algorithm"] == with_me["algorithm"] == algorithm
+        assert (plain["meta_experience"], with_me["meta_experience"]) == (False, True)
+        assert {k: v for k, v in plain.items() if k not in ("meta_experience", "output_dir")} == {
+            k: v for k, v in with_me.items() if k not in ("meta_experience", "output_dir")}
+    assert {"qwen3_8b_mel.yaml", "qwen3_8b_grpo.yaml"} <= names
 
 
 def test_demo_preset_parses_into_a_cpu_config():

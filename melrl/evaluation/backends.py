@@ -1,0 +1,163 @@
+"""Generation back ends for evaluation: transformers `generate` (any device) and vLLM (GPU), one output shape.
+
+A back end turns `Request`s (prompt, temperature, seed, token budget) into `Completion`s (text, generated tokens,
+finish reason), one per request, in order. Temperature 0 means greedy decoding. Sampling is pure temperature
+sampling (no top-p / top-k), and every sampled request carries its own seed, so that a sample does not depend
+on which other requests share its batch: a resumed evaluation draws the same samples as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+TRANSFORMERS_BATCH_SIZE = 32  # sequences per generate call
+VLLM_BATCH_SIZE = 2048  # sequences handed to vLLM at once; it schedules them itself
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    temperature: float  # 0: greedy
+    seed: int | None
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens: int  # generated tokens, the end-of-sequence token included
+    finish: str  # "stop" (end of sequence) or "length" (budget exhausted)
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def choose_backend(backend: str, *, model_is_loaded: bool) -> str:
+    """"auto" → vLLM when it is installed, a GPU is present and the model is given by name; else transformers."""
+    if backend not in ("auto", "transformers", "vllm"):
+        raise ValueError(f"backend must be 'auto', 'transformers' or 'vllm', got {backend!r}")
+    if backend == "vllm":
+        if not vllm_available():
+            raise ImportError("backend 'vllm' needs the vllm package: pip install -e '.[vllm]' (GPU machines)")
+        if model_is_loaded:
+            raise ValueError("backend 'vllm' loads the model itself: pass the model's name or folder, not a model")
+        return "vllm"
+    if backend == "auto" and not model_is_loaded and vllm_available() and torch.cuda.is_available():
+        return "vllm"
+    return "transformers"
+
+
+class RowSampler(LogitsProcessor):
+    """Chooses each row's next token itself and returns scores that make `generate`'s greedy step pick it.
+
+    Rows at temperature 0 take the argmax; the others draw from softmax(logits / T) by inverting the CDF with one
+    uniform number from their own `random.Random(seed)` per step, so a row's tokens depend only on its seed.
+    """
+
+    def __init__(self, temperatures: Sequence[float], seeds: Sequence[int | None]):
+        self.temperatures = torch.tensor([float(t) for t in temperatures])  # (B,)
+        self.sampled = [i for i, t in enumerate(temperatures) if t > 0]
+        self.rngs = {i: random.Random(seeds[i]) for i in self.sampled}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        choice = scores.argmax(dim=-1)  # (B,)
+        if self.sampled:
+            rows = torch.tensor(self.sampled, device=scores.device)
+            temps = self.temperatures[self.sampled].to(scores.device)  # (S,)
+            cdf = torch.softmax(scores[rows].float() / temps[:, None], dim=-1).cumsum(dim=-1)  # (S, V)
+            uniform = torch.tensor([self.rngs[i].random() for i in self.sampled], device=scores.device)  # (S,)
+            # right=True never lands on a zero-probability token (its CDF equals its predecessor's).
+            picked = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None], right=True).squeeze(1)  # (S,)
+            choice[rows] = picked.clamp(max=scores.size(-1) - 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, choice[:, None], 0.0)
+
+
+class TransformersBackend:
+    """Batched `model.generate` with left padding on whatever device the model is on."""
+
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, batch_size: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size or TRANSFORMERS_BATCH_SIZE
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = _eos_ids(model, tokenizer)
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        out: list[Completion] = []
+        for start in range(0, len(requests), self.batch_size):
+            out += self._generate_batch(requests[start : start + self.batch_size])
+        return out
+
+    def _generate_batch(self, requests: Sequence[Request]) -> list[Completion]:
+        unique = list(dict.fromkeys(r.prompt for r in requests))
+        ids = dict(zip(unique, self.tokenizer(unique)["input_ids"]))
+        rows = [ids[r.prompt] for r in requests]
+        width = max(len(row) for row in rows)
+        device = self.model.device
+        input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=device)  # (B, P)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)  # (B, P)
+        budget = max(r.max_new_tokens for r in requests)
+        config = GenerationConfig(
+            max_new_tokens=budget, do_sample=False, use_cache=True, eos_token_id=self.eos_ids, pad_token_id=self.pad_id
+        )
+        sampler = RowSampler([r.temperature for r in requests], [r.seed for r in requests])
+        with torch.no_grad():  # not inference_mode: in training, tensors cached here may later need autograd
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=mask, generation_config=config,
+                logits_processor=LogitsProcessorList([sampler]),
+            )
+        generated = output[:, width:].tolist()  # (B, <= budget)
+        return [self._completion(tokens[: r.max_new_tokens]) for tokens, r in zip(generated, requests)]
+
+    def _completion(self, tokens: list[int]) -> Completion:
+        end = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
+        kept = tokens if end is None else tokens[:end]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Completion(text, len(tokens) if end is None else end + 1, "length" if end is None else "stop")
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, (list, tuple)) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    ids.discard(None)
+    if not ids:
+        raise ValueError("neither the model's generation config nor the tokenizer names an end-of-sequence token")
+    return ids
+
+
+class VLLMBackend:
+    """vLLM's offline engine; one request per sample, each with its own seed (prefix caching shares the prompt)."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, *, seed: int = 0, batch_size: int | None = None, dtype: str = "auto"):
+        from vllm import LLM
+
+        self.llm = LLM(model=model_path, seed=seed, dtype=dtype)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.batch_size = batch_size or VLLM_BATCH_SIZE
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(n=1, temperature=r.temperature, seed=r.seed, max_tokens=r.max_new_tokens)
+            for r in requests
+        ]
+        outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+        return [
+            Completion(o.outputs[0].text, len(o.outputs[0].token_ids),
+                       "length" if o.outputs[0].finish_reason == "length" else "stop")
+            for o in outputs
+        ]

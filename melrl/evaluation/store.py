@@ -1,0 +1,68 @@
+"""The evaluation directory: config.json (what the samples depend on), samples.jsonl (one line per finished
+problem, appended whole, which is what makes an evaluation resumable), results.json and results.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..experience import ExperienceWriter, read_jsonl
+from .report import RESULTS_FILE, results_markdown
+
+CONFIG_FILE = "config.json"
+SAMPLES_FILE = "samples.jsonl"
+MARKDOWN_FILE = "results.md"
+# Settings that change the samples: resuming with other values would mix two evaluations.
+FINGERPRINT_KEYS = ("model", "template", "k", "temperature", "greedy", "max_new_tokens", "seed")
+
+
+class EvalDir:
+    """Reads finished problems back and appends new ones; refuses to resume an evaluation with other settings."""
+
+    def __init__(self, path: str | os.PathLike, config: Mapping):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._check_config(config)
+        samples = self.path / SAMPLES_FILE
+        # Later lines win, should a problem ever appear twice.
+        self.done = {(r["benchmark"], r["id"]): r for r in (read_jsonl(samples) if samples.exists() else [])}
+        self._writer = ExperienceWriter(samples)
+
+    def _check_config(self, config: Mapping) -> None:
+        path = self.path / CONFIG_FILE
+        fingerprint = {key: config[key] for key in FINGERPRINT_KEYS}
+        if path.exists():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            diff = [f"{key}: {old.get(key)!r} there, {value!r} now" for key, value in fingerprint.items()
+                    if old.get(key) != value]
+            if diff:
+                raise ValueError(f"{self.path} holds an evaluation with other settings ({'; '.join(diff)}); "
+                                 "use another output directory or remove this one")
+        else:
+            _write_atomic(path, json.dumps(fingerprint, indent=2) + "\n")
+
+    def append(self, record: dict) -> None:
+        self._writer.append(record)
+        self.done[(record["benchmark"], record["id"])] = record
+
+    def write_results(self, results: Mapping) -> None:
+        _write_atomic(self.path / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        _write_atomic(self.path / MARKDOWN_FILE, results_markdown(results))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
