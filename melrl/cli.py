@@ -52,10 +52,23 @@ def check_config_keys(path: Path, dataclass_types) -> None:
         raise ValueError(f"{path}: unknown key(s) {', '.join(hints)}; `melrl train --help` lists the keys")
 
 
+def split_resume(argv: list[str]) -> tuple[list[str], str | None]:
+    """Take `--resume [CHECKPOINT]` out of the arguments: a checkpoint folder, or "last" when none is given."""
+    if "--resume" not in argv:
+        return argv, None
+    i = argv.index("--resume")
+    if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        return argv[:i] + argv[i + 2 :], argv[i + 1]
+    return argv[:i] + argv[i + 1 :], "last"
+
+
 def cmd_train(argv: list[str]) -> int:
     from .train import run_training
 
+    argv, resume = split_resume(argv)
     run, config = parse_train_args(argv)
+    if resume is not None:
+        config.resume_from_checkpoint = resume
     run_training(run, config)
     return 0
 
@@ -105,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "train", add_help=False,
-        help="train with MEL or a baseline: melrl train --config FILE.yaml [--key value ...]",
+        help="train with MEL or a baseline: melrl train --config FILE.yaml [--key value ...] [--resume [CKPT]]",
     )
 
     demo = sub.add_parser("demo", help="MEL on the embedded model and arithmetic problems, on the CPU")

@@ -45,8 +45,11 @@ def resolve_model(name: str) -> str:
     """
     if name in EMBEDDED_MODELS:
         return str(ensure_embedded(name))
-    if Path(name).expanduser().exists():
-        path = Path(name).expanduser()
+    path = Path(name).expanduser()
+    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1
+    if looks_local and not path.exists():
+        raise FileNotFoundError(f"model folder {name} does not exist (a hub id looks like ORG/NAME)")
+    if path.exists():
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"model folder {path} has no config.json; is it a transformers model folder?")
         return str(path)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from .config import MELConfig, RunArguments
 from .data import load_records_with_report
-from .models import load_model_and_tokenizer
+from .models import load_model_and_tokenizer, resolve_model
 from .prompts import render, solve_text
+from .runs import checkpoint_step, resolve_checkpoint, rewind_run_files
 
 logger = logging.getLogger("melrl.train")
 
@@ -45,17 +47,45 @@ def build_train_dataset(records, tokenizer, template: str):
     )
 
 
+def check_model_budgets(model_path: str, config: MELConfig) -> None:
+    """Fail before any weights load when a token budget cannot fit the model's context."""
+    from transformers import AutoConfig
+
+    context = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    if context is None:
+        return
+    budgets = {
+        "max_completion_length": config.max_completion_length,
+        "analysis_max_prompt_length + analysis_max_new_tokens": config.analysis_max_prompt_length
+        + config.analysis_max_new_tokens,
+        "replay_max_new_tokens": config.replay_budget,
+    }
+    for name, tokens in budgets.items():
+        if config.meta_experience or name == "max_completion_length":
+            if tokens > context:
+                raise ValueError(f"{name} = {tokens} tokens does not fit the model's context of {context} tokens")
+
+
 def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
     from .trainer import MELTrainer
 
     records = load_run_records(run, config.seed)
-    model, tokenizer = load_model_and_tokenizer(run.model_name_or_path, dtype=run.dtype)
+    model_path = resolve_model(run.model_name_or_path)
+    if Path(model_path).is_dir():  # a hub model's config is checked when it loads
+        check_model_budgets(model_path, config)
+    model, tokenizer = load_model_and_tokenizer(model_path, dtype=run.dtype)
     dataset = build_train_dataset(records, tokenizer, config.prompt_template)
     return MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
 
 
 def run_training(run: RunArguments, config: MELConfig, callbacks=None):
+    """Train; with `resume_from_checkpoint` (a folder, or True for the last finished checkpoint) continue a run.
+
+    The run files are rewound first: to the checkpoint's step when resuming, to nothing for a fresh run.
+    """
+    checkpoint = resolve_checkpoint(config.output_dir, config.resume_from_checkpoint)
+    rewind_run_files(config.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
     trainer = build_trainer(run, config, callbacks)
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
     return trainer

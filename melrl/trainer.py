@@ -8,12 +8,17 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
   `reinforce_pp_baseline` and `rft` (`melrl.algorithms.compute_advantages`);
 - `_compute_loss` uses the RFT loss for `algorithm: rft`, and adds `mel_coef` × the NLL of the kept
   meta-experiences assigned to the micro-step;
+- `training_step` skips the update of a step whose loss is not finite (logged, never saved);
+- `_save_checkpoint` writes each checkpoint into a staging folder and renames it into place when complete;
 - `experiences.jsonl` and `metrics.jsonl` are written in `output_dir`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,12 +35,11 @@ from .experience import ExperienceWriter, select_pairs, retention_ratio
 from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
 from .prompts import ANSWER_FORMAT
 from .rewards import make_accuracy_reward
+from .runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
 from .verifier import verify_batch
 
 logger = logging.getLogger("melrl.trainer")
 
-EXPERIENCES_FILE = "experiences.jsonl"
-METRICS_FILE = "metrics.jsonl"
 PHASES = ("rollout", "scoring", "analysis", "replay", "update")
 
 
@@ -61,6 +65,8 @@ class MELTrainer(GRPOTrainer):
         self._nll_slices: dict[int, dict] = {}  # micro-step slice -> NLL batch of this rank
         self._nll_global_count = 0
         self._step_stats = _StepStats()
+        self._skip_update = False
+        self._checkpoint_staging: str | None = None
         self._run_dir = Path(args.output_dir)
         self._experience_writer = None
         self._metrics_writer = None
@@ -324,13 +330,61 @@ class MELTrainer(GRPOTrainer):
         generation_before = sum(stats.time[p] for p in ("rollout", "scoring", "analysis", "replay"))
         start = time.perf_counter()
         output = super().training_step(model, inputs, num_items_in_batch)
+        self._guard_non_finite(model, output)
         generation = sum(stats.time[p] for p in ("rollout", "scoring", "analysis", "replay")) - generation_before
         stats.time["update"] += time.perf_counter() - start - generation
         return output
 
+    def _guard_non_finite(self, model, loss: torch.Tensor) -> None:
+        """Once any rank sees a non-finite loss, drop the gradients of the whole accumulation window.
+
+        With every gradient set to None the optimizer leaves every parameter as it is, so the step changes nothing
+        and nothing non-finite can reach a saved checkpoint.
+        """
+        bad = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=self.accelerator.device)
+        if self.accelerator.reduce(bad, reduction="sum").item() > 0 and not self._skip_update:
+            logger.warning("step %d: non-finite loss (%s); this step's update is skipped",
+                           self.state.global_step + 1, loss.item())
+            self._skip_update = True
+        if self._skip_update:
+            model.zero_grad(set_to_none=True)
+            if self.optimizer is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+
+    def _get_output_dir(self, trial) -> str:
+        return self._checkpoint_staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        """Save into `<output_dir>/.staging`, mark it complete, then rename it to `checkpoint-N` in one step."""
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = super()._get_output_dir(trial)
+        name = f"checkpoint-{self.state.global_step}"
+        self._checkpoint_staging = os.path.join(run_dir, ".staging")
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_staging = None
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            staged, final = os.path.join(run_dir, ".staging", name), os.path.join(run_dir, name)
+            marker = os.path.join(staged, COMPLETE_MARKER)
+            with open(marker + ".tmp", "w") as f:
+                json.dump({"global_step": self.state.global_step}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(marker + ".tmp", marker)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit)
+        self.accelerator.wait_for_everyone()
+
     def _finish_step(self) -> dict:
         """Reduce this step's NLL over ranks and return the metrics line (all ranks must call it)."""
         stats, self._step_stats = self._step_stats, _StepStats()
+        stats.add(skipped_update=int(self._skip_update))
+        self._skip_update = False
         totals = torch.tensor([stats.counts.get("nll_sum", 0.0), stats.counts.get("nll_count", 0.0)],
                               device=self.accelerator.device)
         nll_sum, nll_count = self.accelerator.reduce(totals, reduction="sum").tolist()
@@ -359,6 +413,7 @@ class _StepStats:
                                          "parsed", "leaked", "replayed", "kept")},
             "retention_ratio": retention_ratio(get("kept"), get("constructed")),
             "nll": nll_sum / nll_count if nll_count else None,
+            "skipped_update": bool(get("skipped_update")),
             **{key: get(key) for key in ("rollout_tokens", "analysis_prompt_tokens", "analysis_tokens",
                                          "replay_tokens", "nll_tokens")},
             **{f"time_{phase}": round(seconds, 4) for phase, seconds in self.time.items()},
