@@ -92,3 +92,20 @@ class RunArguments:
     arith_size: int = field(default=256, metadata={"help": "Problems drawn by the arith generator."})
     skip_invalid: bool = field(default=False, metadata={"help": "Skip malformed rows (counted) instead of failing."})
     dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters only (peft)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma-separated modules or all-linear."})
+
+    def peft_config(self):
+        """The LoRA configuration when `use_peft` is set, else None."""
+        if not self.use_peft:
+            return None
+        from peft import LoraConfig
+
+        targets = self.lora_target_modules
+        return LoraConfig(
+            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type="CAUSAL_LM",
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        )

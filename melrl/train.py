@@ -75,7 +75,8 @@ def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
         check_model_budgets(model_path, config)
     model, tokenizer = load_model_and_tokenizer(model_path, dtype=run.dtype)
     dataset = build_train_dataset(records, tokenizer, config.prompt_template)
-    return MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    return MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks,
+                      peft_config=run.peft_config())
 
 
 def run_training(run: RunArguments, config: MELConfig, callbacks=None):

@@ -1,0 +1,137 @@
+"""Two processes on the CPU (accelerate launch, gloo) mean the same as one on the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from melrl.cli import preset_path
+from melrl.experience import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+GLOBAL_BATCH = 8
+
+
+def launch(command, output_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(list(map(str, command)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return Path(output_dir)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("distributed")
+    single = launch([sys.executable, "-m", "tests.mp_run", tiny_model_dir, base / "one" / "run", GLOBAL_BATCH],
+                    base / "one" / "run")
+    accelerate_config = preset_path("accelerate/cpu_2proc.yaml")
+    double = launch(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+         "--main_process_port", str(_free_port()), "-m", "tests.mp_run", tiny_model_dir, str(base / "two" / "run"),
+         str(GLOBAL_BATCH)],
+        base / "two" / "run",
+    )
+    return single, double
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ranks(run_dir):
+    return [json.loads((run_dir / f"rank{r}.json").read_text()) for r in range(len(list(run_dir.glob("rank*.json"))))]
+
+
+def test_run_files_match_one_process(runs):
+    single, double = runs
+    strip = lambda lines: [{k: v for k, v in m.items() if not k.startswith("time_")} for m in lines]  # noqa: E731
+    assert strip(read_jsonl(double / "metrics.jsonl")) == strip(read_jsonl(single / "metrics.jsonl"))
+    assert read_jsonl(double / "experiences.jsonl") == read_jsonl(single / "experiences.jsonl")
+    metrics = read_jsonl(single / "metrics.jsonl")
+    assert sum(m["pairs"] for m in metrics) > 0 and sum(m["kept"] for m in metrics) > 0
+
+
+def test_ranks_do_the_same_work_and_end_with_the_same_parameters(runs):
+    _, double = runs
+    rank0, rank1 = ranks(double)
+    assert rank0["generate"] == rank1["generate"]  # analysis and replay padded to equal calls
+    assert rank0["nll_forward"] == rank1["nll_forward"] >= 1  # a rank without kept M runs a dummy row
+    assert rank0["param_hash"] == rank1["param_hash"]
+
+
+def test_loss_and_parameters_match_one_process(runs):
+    single, double = runs
+    (one,), (rank0, rank1) = ranks(single), ranks(double)
+    # the backward pass averages ranks, so the mean of the ranks' losses is the one-process loss
+    for loss, a, b in zip(one["losses"], rank0["losses"], rank1["losses"]):
+        assert (a + b) / 2 == pytest.approx(loss, abs=1e-4)
+    assert one["param_sum"] == pytest.approx(rank0["param_sum"], rel=1e-6)
+    assert max(abs(x - y) for x, y in zip(one["params"], rank0["params"])) < 1e-5
+
+
+ACCELERATE_CONFIGS = sorted(p.name for p in preset_path("accelerate/cpu_2proc.yaml").parent.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", ACCELERATE_CONFIGS)
+def test_shipped_accelerate_configs_are_consistent(name):
+    config = yaml.safe_load(preset_path(f"accelerate/{name}").read_text())
+    assert config["num_processes"] % config["num_machines"] == 0
+    assert config["distributed_type"] in {"MULTI_GPU", "DEEPSPEED", "FSDP"}
+    if config["distributed_type"] == "DEEPSPEED":
+        assert config["deepspeed_config"]["zero_stage"] in (2, 3)
+    if config["distributed_type"] == "FSDP":
+        assert config["fsdp_config"]["fsdp_version"] in (1, 2)
+
+
+PROCESSES = {"demo.yaml": 1, "grpo_demo.yaml": 1, "vllm_server_mel.yaml": 7}
+TRAINING_PRESETS = sorted(p.name for p in preset_path("demo.yaml").parent.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", TRAINING_PRESETS)
+def test_training_presets_make_whole_groups(name):
+    config = yaml.safe_load(preset_path(name).read_text())
+    processes = PROCESSES.get(name, 8)
+    rollouts = config["per_device_train_batch_size"] * config.get("gradient_accumulation_steps", 1) * processes
+    assert rollouts % config["num_generations"] == 0
+    if name.startswith("qwen3_"):  # the paper: 128 prompts per step, G = 8, T = 1.0, lr 1e-6
+        assert rollouts == 128 * config["num_generations"] and config["num_generations"] == 8
+        assert config["temperature"] == 1.0 and config["learning_rate"] == 1e-6 and config["use_vllm"]
+
+
+def test_lora_trains_only_adapter_weights(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
+    import melrl.trainer as trainer_module
+    from melrl.config import RunArguments
+    from melrl.models import load_model_and_tokenizer
+    from melrl.trainer import MELTrainer
+    from tests.test_trainer import fake_judge, make_config, make_dataset, parity_accuracy
+
+    monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)
+    monkeypatch.setattr(trainer_module, "verify_batch", lambda texts, golds, **kw: [True] * len(texts))
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    peft_config = RunArguments(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0).peft_config()
+    trainer = MELTrainer(model=model, reward_funcs=[parity_accuracy], args=make_config(tmp_path, max_steps=2,
+                         learning_rate=1e-2), train_dataset=make_dataset(), processing_class=tokenizer,
+                         peft_config=peft_config)
+    trainer.train()
+    lora, frozen = {}, {}
+    for name, param in trainer.model.named_parameters():
+        (lora if "lora_" in name else frozen)[name] = param
+    assert lora and all(p.requires_grad for p in lora.values())
+    assert not any(p.requires_grad for p in frozen.values())
+    assert any(not torch.allclose(p, torch.zeros_like(p)) for n, p in lora.items() if "lora_B" in n)
+    for name, param in frozen.items():
+        original = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert torch.equal(param.detach(), base[original]), name
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(m["kept"] for m in metrics) > 0
