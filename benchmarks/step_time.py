@@ -1,0 +1,203 @@
+"""MEL's cost over GRPO: step time per phase, tokens and peak memory, meta-experience off and on.
+
+    .venv/bin/python benchmarks/step_time.py                      # tiny and embedded model, demo and paper settings
+    .venv/bin/python benchmarks/step_time.py --models tiny --steps 2
+
+Each (model, setting, meta-experience) combination trains for `--steps` steps in its own process (so that peak
+memory is its own) with the same seed and data; the first step is a warm-up and is left out. Results go to
+`benchmarks/results/step_time.json` and a PNG chart beside it. Per setting:
+
+- `mel_over_grpo`: MEL step time / GRPO step time;
+- `extra_token_share`: tokens generated (analysis, replay) or trained (NLL) by MEL's extra phases / tokens
+  generated and trained by the GRPO step (rollout tokens, counted twice: generated, then trained);
+- tokens per second of each phase, and the NLL's cost per token against the policy update's.
+
+`--accept-all` (on by default for the tiny model, whose analyses are random tokens) treats every analysis as
+well-formed and every replay as correct, so that replay and NLL are measured too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+SETTINGS = {
+    # the CPU demo's settings (configs/demo.yaml)
+    "demo": dict(num_generations=4, per_device_train_batch_size=16, max_completion_length=48,
+                 analysis_max_new_tokens=192, analysis_max_prompt_length=1024, max_pairs_per_prompt=1),
+    # the paper's proportions: analysis budget equal to the rollout budget, one pair per prompt
+    "paper": dict(num_generations=8, per_device_train_batch_size=16, max_completion_length=96,
+                  analysis_max_new_tokens=96, analysis_max_prompt_length=1024, max_pairs_per_prompt=1),
+}
+PHASES = ("rollout", "scoring", "analysis", "replay", "update")
+
+
+def run_one(spec: dict) -> dict:
+    """Train one combination in this process and summarise its steady-state steps."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    import melrl.trainer as trainer_module
+    from melrl.config import MELConfig
+    from melrl.data import load_records
+    from melrl.experience import read_jsonl
+    from melrl.models import build_tiny_model, load_model_and_tokenizer
+    from melrl.train import build_train_dataset
+
+    if spec["accept_all"]:
+        def accept(job, *, leak_check):
+            job.parsed, job.parts, job.parse_error = True, {}, None
+
+        trainer_module.judge_analysis = accept
+        trainer_module.verify_batch = lambda texts, golds, **kw: [True] * len(texts)
+
+    work = Path(tempfile.mkdtemp(prefix="melrl-bench-"))
+    model_name = spec["model"]
+    if model_name == "tiny":
+        model_name = str(build_tiny_model(work / "tiny"))
+    model, tokenizer = load_model_and_tokenizer(model_name)
+    records = load_records("arith", n=256, level=1, seed=0)
+    dataset = build_train_dataset(records, tokenizer, "short")
+    reward_funcs = [parity_accuracy] if spec["model"] == "tiny" else None
+    config = MELConfig(
+        output_dir=str(work / "run"), max_steps=spec["steps"], meta_experience=spec["meta_experience"],
+        prompt_template="short", temperature=0.7, learning_rate=1e-5, use_cpu=True, bf16=False,
+        activation_checkpointing=False, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+        seed=0, **SETTINGS[spec["setting"]],
+    )
+    trainer = trainer_module.MELTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
+                                        processing_class=tokenizer)
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    lines = read_jsonl(work / "run" / "metrics.jsonl")[1:]  # the first step warms up
+    summary = {key: sum(line[key] or 0 for line in lines) / len(lines) for key in lines[0]
+               if isinstance(lines[0][key], (int, float)) and key != "step"}
+    summary["step_time"] = sum(summary[f"time_{p}"] for p in PHASES)
+    summary["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    summary["wall_seconds"] = wall
+    return summary
+
+
+def parity_accuracy(prompts, completions, **kwargs):
+    """The tiny model's stand-in verdict: mixed groups without a model that can do arithmetic."""
+    return [float(len(c) % 2) for c in completions]
+
+
+parity_accuracy.__name__ = "accuracy"
+
+
+def measure(model: str, setting: str, steps: int, accept_all: bool) -> dict:
+    results = {}
+    for meta in (False, True):
+        spec = dict(model=model, setting=setting, steps=steps, meta_experience=meta, accept_all=accept_all)
+        out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT, capture_output=True,
+                             text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"{spec} failed:\n{out.stderr[-3000:]}")
+        results["mel" if meta else "grpo"] = json.loads(out.stdout.strip().splitlines()[-1])
+    return compare(results["grpo"], results["mel"]) | {"grpo": results["grpo"], "mel": results["mel"]}
+
+
+def rate(tokens: float, seconds: float) -> float | None:
+    return tokens / seconds if seconds > 0 and tokens > 0 else None
+
+
+def compare(grpo: dict, mel: dict) -> dict:
+    grpo_tokens = 2 * grpo["rollout_tokens"]
+    extra_tokens = mel["analysis_tokens"] + mel["replay_tokens"] + mel["nll_tokens"]
+    update_per_token = grpo["time_update"] / max(grpo["rollout_tokens"], 1)
+    nll_seconds = mel["time_update"] - update_per_token * mel["rollout_tokens"]
+    return {
+        "mel_over_grpo": mel["step_time"] / grpo["step_time"],
+        "extra_token_share": extra_tokens / grpo_tokens,
+        "tokens_per_second": {
+            "rollout": rate(mel["rollout_tokens"], mel["time_rollout"]),
+            "analysis": rate(mel["analysis_tokens"], mel["time_analysis"]),
+            "replay": rate(mel["replay_tokens"], mel["time_replay"]),
+            "update": rate(grpo["rollout_tokens"], grpo["time_update"]),
+            "nll": rate(mel["nll_tokens"], nll_seconds),
+        },
+        "peak_rss_gib": {"grpo": grpo["peak_rss_gib"], "mel": mel["peak_rss_gib"]},
+    }
+
+
+def check_goals(result: dict) -> dict:
+    tps = result["tokens_per_second"]
+    goals = {"time_within_token_share": result["mel_over_grpo"] - 1 <= 1.25 * result["extra_token_share"]}
+    for phase in ("analysis", "replay"):
+        if tps[phase] and tps["rollout"]:
+            goals[f"{phase}_at_80pct_of_rollout"] = tps[phase] >= 0.8 * tps["rollout"]
+    if tps["nll"] and tps["update"]:
+        goals["nll_no_slower_than_update"] = tps["nll"] >= tps["update"]
+    return goals
+
+
+def plot(all_results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(all_results)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        bottom = [0.0, 0.0]
+        for phase in PHASES:
+            values = [all_results[name][run][f"time_{phase}"] for run in ("grpo", "mel")]
+            ax.bar(["GRPO", "MEL"], values, bottom=bottom, label=phase)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_title(f"{name}\nMEL/GRPO {all_results[name]['mel_over_grpo']:.2f}, "
+                     f"extra tokens {all_results[name]['extra_token_share']:.2f}", fontsize=9)
+        ax.set_ylabel("seconds per step")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="tiny,embedded")
+    parser.add_argument("--settings", default="demo,paper")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--accept-all", choices=("auto", "yes", "no"), default="auto",
+                        help="accept every analysis and replay (auto: for the tiny model only)")
+    parser.add_argument("--output", default=str(RESULTS / "step_time.json"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return 0
+
+    all_results = {}
+    for model in args.models.split(","):
+        for setting in args.settings.split(","):
+            accept = args.accept_all == "yes" or (args.accept_all == "auto" and model == "tiny")
+            name = f"{model}/{setting}" + ("/accept-all" if accept else "")
+            result = measure("smollm2-135m-instruct" if model == "embedded" else model, setting, args.steps, accept)
+            result["goals"] = check_goals(result)
+            all_results[name] = result
+            tps = {k: (round(v, 1) if v else None) for k, v in result["tokens_per_second"].items()}
+            print(f"{name}: MEL/GRPO step time {result['mel_over_grpo']:.2f}, extra token share "
+                  f"{result['extra_token_share']:.2f}, tokens/s {tps}, peak RSS {result['peak_rss_gib']}, "
+                  f"goals {result['goals']}", flush=True)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(all_results, indent=2))
+    plot(all_results, output.with_suffix(".png"))
+    print(f"saved {output} and {output.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
