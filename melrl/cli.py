@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run, config = parse_train_args(argv)
     print(f"melrl demo: MEL on {run.model_name_or_path} with '{run.dataset_name}' problems, {config.max_steps} steps, "
           f"run directory {config.output_dir}", flush=True)
-    run_training(run, config)
+    run_training(run, config, compact_progress=True)
     print_run_summary(config.output_dir)
     return 0
 
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("MELRL_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    # Deprecation notices about upstream internals are not actionable for a user of melrl.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     if argv and argv[0] == "train":
         return cmd_train(argv[1:])
     args = build_parser().parse_args(argv)

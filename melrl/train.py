@@ -79,7 +79,7 @@ def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
                       peft_config=run.peft_config())
 
 
-def run_training(run: RunArguments, config: MELConfig, callbacks=None):
+def run_training(run: RunArguments, config: MELConfig, callbacks=None, compact_progress: bool = False):
     """Train; with `resume_from_checkpoint` (a folder, or True for the last finished checkpoint) continue a run.
 
     The run files are rewound first: to the checkpoint's step when resuming, to nothing for a fresh run.
@@ -87,6 +87,10 @@ def run_training(run: RunArguments, config: MELConfig, callbacks=None):
     checkpoint = resolve_checkpoint(config.output_dir, config.resume_from_checkpoint)
     rewind_run_files(config.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
     trainer = build_trainer(run, config, callbacks)
+    if compact_progress and not config.disable_tqdm:
+        from .progress import use_compact_progress
+
+        use_compact_progress(trainer)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
     return trainer
