@@ -1,4 +1,6 @@
-"""The `melrl` command: `train`, `demo`, `solve`, `prepare-model`. Heavy imports happen inside each command."""
+"""The `melrl` command: `train`, `demo`, `eval`, `report`, `experiences`, `solve`, `prepare-model`.
+
+Heavy imports happen inside each command, so that `melrl --help` is quick."""
 
 from __future__ import annotations
 
@@ -137,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = sub.add_parser("prepare-model", help="convert an embedded model into the cache; print its folder")
     prepare.add_argument("model", nargs="?", default="smollm2-135m-instruct")
+
+    from .report_cli import add_report_parsers
+
+    add_report_parsers(sub)
     return parser
 
 
@@ -148,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":
         return cmd_train(argv[1:])
     args = build_parser().parse_args(argv)
-    commands = {"demo": cmd_demo, "solve": cmd_solve, "prepare-model": cmd_prepare_model}
+    from .report_cli import run_experiences, run_report
+
+    commands = {"demo": cmd_demo, "solve": cmd_solve, "prepare-model": cmd_prepare_model,
+                "report": run_report, "experiences": run_experiences}
     return commands[args.command](args)
 
 

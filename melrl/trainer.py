@@ -449,3 +449,7 @@ class _RunFilesCallback(TrainerCallback):
         line = self.trainer._finish_step()
         if self.trainer._metrics_writer is not None:
             self.trainer._metrics_writer.append(line)
+        # Also through TRL's logging, hence to every `report_to` backend and the console.
+        for key, value in line.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.trainer._metrics["train"][f"mel/{key}"].append(float(value))

@@ -9,7 +9,9 @@ import yaml
 from melrl.cli import build_parser, parse_train_args, preset_path
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["solve"], ["prepare-model"], ["train"]])
+@pytest.mark.parametrize(
+    "command", [[], ["demo"], ["solve"], ["prepare-model"], ["train"], ["report"], ["experiences"]]
+)
 def test_every_subcommand_has_help(command):
     result = subprocess.run(
         [sys.executable, "-m", "melrl", *command, "--help"], capture_output=True, text=True, timeout=120
@@ -68,7 +70,7 @@ def test_demo_preset_parses_into_a_cpu_config():
 
 
 def test_parser_lists_the_subcommands():
-    assert {"demo", "solve", "prepare-model", "train"} <= set(build_parser()._subparsers._group_actions[0].choices)
+    assert {"demo", "solve", "prepare-model", "train", "report", "experiences"} <= set(build_parser()._subparsers._group_actions[0].choices)
 
 
 @pytest.mark.slow

@@ -88,6 +88,8 @@ def reward_figure(runs: list[Run], colors: dict[str, str]) -> Figure:
         axes[1].set_ylim(-0.05, 1.05)
     for ax in axes:
         _integer_steps(ax)
+    if mixed:
+        axes[0].set_xlabel("")
     fig_info.png = _png(fig)
     fig_info.alt = "Training reward (mean rollout reward) vs step for " + ", ".join(r.label for r in with_data) + (
         "; below, the fraction of prompts with both correct and incorrect rollouts" if mixed else "")

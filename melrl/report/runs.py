@@ -51,9 +51,9 @@ def first_heuristic(record: dict) -> str:
     """The first line of the first heuristic, '' when there is none."""
     parts = record.get("parts") or {}
     heuristics = parts.get("heuristics") if isinstance(parts, dict) else None
-    if isinstance(heuristics, str):
-        heuristics = [heuristics]
-    for h in heuristics or []:
+    if not isinstance(heuristics, (list, tuple)):
+        heuristics = [] if heuristics is None else [heuristics]
+    for h in heuristics:
         text = str(h).strip()
         if text:
             return text.splitlines()[0].strip()
