@@ -140,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = sub.add_parser("prepare-model", help="convert an embedded model into the cache; print its folder")
     prepare.add_argument("model", nargs="?", default="smollm2-135m-instruct")
 
+    from .eval_cli import add_eval_parser
     from .report_cli import add_report_parsers
 
+    add_eval_parser(sub)
     add_report_parsers(sub)
     return parser
 
@@ -154,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":
         return cmd_train(argv[1:])
     args = build_parser().parse_args(argv)
+    from .eval_cli import run_eval
     from .report_cli import run_experiences, run_report
 
-    commands = {"demo": cmd_demo, "solve": cmd_solve, "prepare-model": cmd_prepare_model,
+    commands = {"demo": cmd_demo, "solve": cmd_solve, "prepare-model": cmd_prepare_model, "eval": run_eval,
                 "report": run_report, "experiences": run_experiences}
     return commands[args.command](args)
 

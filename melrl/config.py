@@ -39,6 +39,12 @@ class MELConfig(GRPOConfig):
             gold answer or the problem's distinctive numbers.
         prompt_template (`str`, defaults to `"qwen-boxed"`): solve template; decides how answers are extracted.
         verifier_timeout (`float`, defaults to `5.0`): seconds allowed to verify one answer.
+
+    Validation during training (lines `{"step", "eval/<benchmark>/pass@1", ...}` in `metrics.jsonl`):
+        validation_benchmarks (`list[str]` or `None`): benchmarks to validate on (e.g. `[math500, amc23]`).
+        validation_steps (`int`, defaults to `0`): validate every this many steps (0: never).
+        validation_limit (`int`, defaults to `32`): first N problems of each benchmark.
+        validation_max_new_tokens (`int`, defaults to `1024`): token budget of a validation answer.
     """
 
     algorithm: str = field(default="grpo", metadata={"help": f"Base algorithm: one of {ADVANTAGE_METHODS}."})
@@ -54,6 +60,10 @@ class MELConfig(GRPOConfig):
     leak_check: bool = field(default=True, metadata={"help": "Reject meta-experiences that leak the answer."})
     prompt_template: str = field(default="qwen-boxed", metadata={"help": f"One of {sorted(SOLVE_TEMPLATES)}."})
     verifier_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed per verification."})
+    validation_benchmarks: list[str] | None = field(default=None, metadata={"help": "Benchmarks to validate on."})
+    validation_steps: int = field(default=0, metadata={"help": "Validate every N steps (0: never)."})
+    validation_limit: int = field(default=32, metadata={"help": "Problems per benchmark for validation."})
+    validation_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a validation answer."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -69,6 +79,10 @@ class MELConfig(GRPOConfig):
             raise ValueError("replay_threshold must be in (0, 1]")
         if self.mel_coef < 0:
             raise ValueError("mel_coef must be >= 0")
+        if self.validation_steps < 0 or self.validation_limit < 1:
+            raise ValueError("validation_steps must be >= 0 and validation_limit >= 1")
+        if self.validation_steps and not self.validation_benchmarks:
+            raise ValueError("validation_steps is set but validation_benchmarks is empty: name the benchmarks")
         if self.analysis_max_new_tokens < 1 or self.analysis_max_prompt_length < 64:
             raise ValueError("analysis_max_new_tokens must be >= 1 and analysis_max_prompt_length >= 64")
 

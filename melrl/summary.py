@@ -21,7 +21,7 @@ def pick_sample(experiences: list[dict]) -> dict | None:
 
 def run_summary(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if "reward_mean" in m]  # training lines
     experiences = read_jsonl(run_dir / "experiences.jsonl") if (run_dir / "experiences.jsonl").exists() else []
     lines = [f"Run {run_dir}: {len(metrics)} steps", ""]
     lines.append("step  reward  mixed  " + "  ".join(f"{c:>11}" for c in COUNTERS) + "   retention   nll     seconds")

@@ -75,8 +75,24 @@ def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
         check_model_budgets(model_path, config)
     model, tokenizer = load_model_and_tokenizer(model_path, dtype=run.dtype)
     dataset = build_train_dataset(records, tokenizer, config.prompt_template)
-    return MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks,
-                      peft_config=run.peft_config())
+    trainer = MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=callbacks, peft_config=run.peft_config())
+    if config.validation_steps and config.validation_benchmarks:
+        add_validation(trainer, config, run.data_dir)
+    return trainer
+
+
+def add_validation(trainer, config: MELConfig, data_dir) -> None:
+    """Validate every `validation_steps` steps; the lines go to `metrics.jsonl` after that step's line."""
+    from .evaluation import ValidationCallback
+
+    writer = trainer._metrics_writer  # None on processes other than the main one
+    trainer.add_callback(ValidationCallback(
+        config.validation_benchmarks, eval_steps=config.validation_steps, limit=config.validation_limit,
+        template=config.prompt_template, max_new_tokens=config.validation_max_new_tokens,
+        verifier_timeout=config.verifier_timeout, seed=config.seed, data_dir=data_dir,
+        sink=writer.append if writer is not None else None,
+    ))
 
 
 def run_training(run: RunArguments, config: MELConfig, callbacks=None, compact_progress: bool = False):

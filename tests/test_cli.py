@@ -10,7 +10,7 @@ from melrl.cli import build_parser, parse_train_args, preset_path
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["demo"], ["solve"], ["prepare-model"], ["train"], ["report"], ["experiences"]]
+    "command", [[], ["demo"], ["solve"], ["prepare-model"], ["train"], ["eval"], ["report"], ["experiences"]]
 )
 def test_every_subcommand_has_help(command):
     result = subprocess.run(
@@ -70,7 +70,7 @@ def test_demo_preset_parses_into_a_cpu_config():
 
 
 def test_parser_lists_the_subcommands():
-    assert {"demo", "solve", "prepare-model", "train", "report", "experiences"} <= set(build_parser()._subparsers._group_actions[0].choices)
+    assert {"demo", "solve", "prepare-model", "train", "eval", "report", "experiences"} <= set(build_parser()._subparsers._group_actions[0].choices)
 
 
 @pytest.mark.slow

@@ -196,3 +196,16 @@ def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path,
     for e in experiences:
         assert e["kept"] == (e["parsed"] and not e["leaked"] and all(e["replay_correct"]))
         assert 0 < e["analysis_tokens"] <= 10  # the analysis budget
+
+
+def test_validation_lines_follow_their_step_in_metrics(tiny_model_dir, tmp_path):
+    from melrl.train import add_validation
+
+    trainer = make_trainer(tiny_model_dir, tmp_path, validation_benchmarks=["arith"], validation_steps=1,
+                           validation_limit=2, validation_max_new_tokens=4, prompt_template="short")
+    add_validation(trainer, trainer.args, data_dir=None)
+    trainer.train()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["step"], "reward_mean" in line) for line in lines] == [(1, True), (1, False), (2, True), (2, False)]
+    assert all(0.0 <= lines[i]["eval/arith/pass@1"] <= 1.0 for i in (1, 3))
+    assert "eval/average/pass@1" in lines[1]

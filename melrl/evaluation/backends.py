@@ -9,6 +9,7 @@ on which other requests share its batch: a resumed evaluation draws the same sam
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,14 +82,20 @@ class RowSampler(LogitsProcessor):
 
 
 class TransformersBackend:
-    """Batched `model.generate` with left padding on whatever device the model is on."""
+    """Batched `model.generate` with left padding on whatever device the model is on; a prompt shared by several
+    requests (the greedy answer and the samples of one problem) is encoded once (`share_prefill`)."""
 
     name = "transformers"
 
-    def __init__(self, model, tokenizer, batch_size: int | None = None):
+    def __init__(self, model, tokenizer, batch_size: int | None = None, *, share_prefill: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size or TRANSFORMERS_BATCH_SIZE
+        self.share_prefill = share_prefill
+        # The prefill needs the cache, not the logits; most causal LMs can skip all but the last position.
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the model
+        self._one_logit = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters \
+            else {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = _eos_ids(model, tokenizer)
 
@@ -100,24 +107,43 @@ class TransformersBackend:
 
     def _generate_batch(self, requests: Sequence[Request]) -> list[Completion]:
         unique = list(dict.fromkeys(r.prompt for r in requests))
-        ids = dict(zip(unique, self.tokenizer(unique)["input_ids"]))
-        rows = [ids[r.prompt] for r in requests]
-        width = max(len(row) for row in rows)
-        device = self.model.device
-        input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=device)  # (B, P)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)  # (B, P)
-        budget = max(r.max_new_tokens for r in requests)
+        slot = {prompt: i for i, prompt in enumerate(unique)}
+        input_ids, mask = self._left_padded(self.tokenizer(unique)["input_ids"])  # (U, P), (U, P)
+        width = input_ids.size(1)
+        rows = torch.tensor([slot[r.prompt] for r in requests], device=input_ids.device)  # (B,)
+        cache = self._prefill(input_ids, mask, rows) if self.share_prefill and len(unique) < len(requests) else None
         config = GenerationConfig(
-            max_new_tokens=budget, do_sample=False, use_cache=True, eos_token_id=self.eos_ids, pad_token_id=self.pad_id
+            max_new_tokens=max(r.max_new_tokens for r in requests), do_sample=False, use_cache=True,
+            eos_token_id=sorted(self.eos_ids), pad_token_id=self.pad_id,
         )
         sampler = RowSampler([r.temperature for r in requests], [r.seed for r in requests])
         with torch.no_grad():  # not inference_mode: in training, tensors cached here may later need autograd
             output = self.model.generate(
-                input_ids=input_ids, attention_mask=mask, generation_config=config,
-                logits_processor=LogitsProcessorList([sampler]),
+                input_ids=input_ids[rows], attention_mask=mask[rows], past_key_values=cache,
+                generation_config=config, logits_processor=LogitsProcessorList([sampler]),
             )
         generated = output[:, width:].tolist()  # (B, <= budget)
         return [self._completion(tokens[: r.max_new_tokens]) for tokens, r in zip(generated, requests)]
+
+    def _left_padded(self, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(ids) for ids in token_ids)
+        device = self.model.device
+        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in token_ids], device=device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in token_ids], device=device)
+        return input_ids, mask
+
+    def _prefill(self, input_ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor):
+        """The KV cache of each distinct prompt but its last token, computed once and copied to its rows.
+
+        The greedy answer and the k samples of a problem share their prompt: without this, `generate` would
+        encode it 1 + k times. Positions follow the attention mask, as `generate` computes them.
+        """
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, P)
+        with torch.no_grad():
+            cache = self.model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1],
+                               position_ids=positions[:, :-1], use_cache=True, **self._one_logit).past_key_values
+        cache.batch_select_indices(rows)  # (U, ...) -> (B, ...): row i gets its prompt's cache
+        return cache
 
     def _completion(self, tokens: list[int]) -> Completion:
         end = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)

@@ -31,13 +31,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - product
 
 
-def metric_names(k: int, greedy: bool) -> list[str]:
-    """The metric keys of one benchmark, in table order: pass@1 (greedy), avg@k, pass@k."""
-    return (["pass@1"] if greedy else []) + ([f"avg@{k}", f"pass@{k}"] if k else [])
-
-
 def benchmark_metrics(records: Sequence[Mapping], k: int, greedy: bool) -> dict[str, float]:
-    """Pass@1 (greedy verdict), Avg@k (mean of c/n) and Pass@k (mean unbiased estimate) over problems."""
+    """Pass@1 (greedy verdict), Avg@k (mean of c/n) and, for k > 1, Pass@k (mean unbiased estimate)."""
     if not records:
         raise ValueError("no problems to aggregate")
     metrics: dict[str, float] = {}
@@ -46,7 +41,8 @@ def benchmark_metrics(records: Sequence[Mapping], k: int, greedy: bool) -> dict[
     if k:
         counts = [(len(r["samples"]), sum(bool(s["correct"]) for s in r["samples"])) for r in records]
         metrics[f"avg@{k}"] = _mean(c / n for n, c in counts)
-        metrics[f"pass@{k}"] = _mean(pass_at_k(n, c, k) for n, c in counts)
+        if k > 1:  # sampled pass@1 is avg@1, and its key would clash with the greedy pass@1
+            metrics[f"pass@{k}"] = _mean(pass_at_k(n, c, k) for n, c in counts)
     return metrics
 
 

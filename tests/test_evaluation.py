@@ -1,0 +1,342 @@
+"""Evaluation: the pass@k estimator, aggregation, tables, a full run of the tiny model on every benchmark,
+interrupt-and-resume, --compare, the CLI and in-training validation."""
+
+import argparse
+import json
+import math
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from melrl.evaluation import average_metrics, benchmark_metrics, compare, markdown_table, pass_at_k
+from melrl.evaluation.backends import Request, RowSampler, TransformersBackend, choose_backend, vllm_available
+from melrl.evaluation.runner import BENCHMARKS, evaluate, load_problems
+from melrl.experience import read_jsonl
+
+# ---------------------------------------------------------------------------------------------------------------
+# pass@k
+
+
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (5, 2, 2, 0.7),  # 1 - C(3,2)/C(5,2) = 1 - 3/10
+        (10, 3, 5, 11 / 12),  # 1 - C(7,5)/C(10,5) = 1 - 21/252 = 1 - 1/12
+        (8, 3, 1, 3 / 8),  # pass@1 = c/n
+        (4, 1, 2, 0.5),  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+        (200, 1, 100, 0.5),  # 1 - C(199,100)/C(200,100) = 1 - (200-100)/200; binomials of ~59 digits
+        (8, 5, 4, 1.0),  # n - c = 3 < k = 4: every draw of 4 holds a correct sample
+    ],
+)
+def test_pass_at_k_hand_values(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_edges():
+    assert pass_at_k(8, 0, 3) == 0.0  # c = 0
+    assert pass_at_k(8, 8, 3) == 1.0  # c = n
+    assert pass_at_k(8, 1, 8) == 1.0 and pass_at_k(8, 0, 8) == 0.0  # k = n: 1 iff c > 0
+    assert pass_at_k(1, 1, 1) == 1.0 and pass_at_k(1, 0, 1) == 0.0
+
+
+@pytest.mark.parametrize("n, c, k", [(4, 1, 5), (4, 5, 2), (4, -1, 2), (0, 0, 1), (4, 1, 0), (4.0, 1, 2), (4, True, 1)])
+def test_pass_at_k_rejects_bad_values(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_pass_at_k_matches_the_binomial_formula():
+    for n in range(1, 16):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert pass_at_k(n, c, k) == pytest.approx(1 - math.comb(n - c, k) / math.comb(n, k), abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Aggregation and tables
+
+
+def _record(greedy, samples):
+    return {"greedy": {"correct": greedy}, "samples": [{"correct": s} for s in samples]}
+
+
+def test_benchmark_metrics_on_hand_made_verdicts():
+    records = [_record(True, [1, 0, 0, 0]), _record(False, [0, 0, 0, 0]), _record(False, [1, 1, 1, 0])]
+    metrics = benchmark_metrics(records, k=4, greedy=True)
+    assert metrics["pass@1"] == pytest.approx(1 / 3)  # one greedy answer of three is right
+    assert metrics["avg@4"] == pytest.approx((1 / 4 + 0 + 3 / 4) / 3)  # = 1/3
+    assert metrics["pass@4"] == pytest.approx((1 + 0 + 1) / 3)  # two problems have a correct sample
+    assert list(benchmark_metrics(records, k=4, greedy=False)) == ["avg@4", "pass@4"]
+    assert benchmark_metrics(records, k=0, greedy=True) == {"pass@1": pytest.approx(1 / 3)}
+    one = [_record(True, [0]), _record(True, [1])]
+    assert benchmark_metrics(one, k=1, greedy=True) == {"pass@1": 1.0, "avg@1": 0.5}  # no sampled pass@1
+
+
+def test_average_is_unweighted_over_benchmarks():
+    # The paper's average for Qwen3-4B-Base Pass@1: (13.33 + 10.00 + 45.00 + 74.20 + 39.17) / 5 = 36.34
+    metrics = {b: {"pass@1": v / 100} for b, v in zip("abcde", (13.33, 10.00, 45.00, 74.20, 39.17))}
+    assert average_metrics(metrics)["pass@1"] == pytest.approx(0.3634)
+
+
+def test_markdown_table_layout():
+    table = markdown_table([
+        ("GRPO", {"aime24": {"pass@1": 1 / 3, "avg@8": 0.25, "pass@8": 0.5}, "average": {"pass@1": 1 / 3}}),
+        ("MEL", {"aime24": {"pass@1": 0.5}, "math500": {"pass@1": 0.125}}),
+    ])
+    header, rule, grpo, mel = table.strip().splitlines()
+    assert header == ("| Run | AIME 2024 Pass@1 | AIME 2024 Avg@8 | AIME 2024 Pass@8 | MATH 500 Pass@1 | "
+                      "Average Pass@1 |")
+    assert rule.count("|") == header.count("|")
+    assert grpo == "| GRPO | 33.33 | 25.00 | 50.00 | – | 33.33 |"
+    assert mel == "| MEL | 50.00 | – | – | 12.50 | – |"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampling
+
+
+def test_row_sampler_draws_from_the_tempered_softmax():
+    scores = torch.tensor([[1.0, 2.0, 0.5, -1.0, float("-inf")]]).repeat(20000, 1)  # (B, V)
+    rng = random.Random(0)
+    sampler = RowSampler([0.6] * 20000, [rng.getrandbits(32) for _ in range(20000)])
+    out = sampler(None, scores.clone())
+    assert torch.isinf(out).sum(dim=1).tolist() == [4] * 20000  # one finite score per row: the chosen token
+    freq = torch.bincount(out.argmax(dim=1), minlength=5) / 20000
+    assert torch.allclose(freq, torch.softmax(scores[0] / 0.6, dim=0), atol=0.012)
+    assert freq[4] == 0  # a -inf token is never drawn
+
+
+def test_row_sampler_greedy_rows_take_the_argmax():
+    scores = torch.tensor([[0.1, 3.0, 2.9], [5.0, 1.0, 0.0]])
+    assert RowSampler([0.0, 0.0], [None, None])(None, scores.clone()).argmax(dim=1).tolist() == [1, 0]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from melrl.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    return model.eval(), tokenizer
+
+
+def test_a_sample_does_not_depend_on_its_batch(tiny):
+    backend = TransformersBackend(*tiny)
+    alone = backend.generate([Request("What is 2 + 3?", 1.0, 7, 12)])
+    batched = backend.generate([Request("A much longer prompt about apples and pears.", 1.0, 8, 12),
+                                Request("What is 2 + 3?", 1.0, 7, 12), Request("Hi", 0.0, None, 12)])
+    assert batched[1] == alone[0]
+    assert alone[0].tokens == 12 and alone[0].finish == "length"
+
+
+def test_shared_prefill_gives_the_same_completions(tiny):
+    requests = [Request(prompt, t, seed, 10) for prompt in ("What is 2 + 3?", "Name a prime number larger than 10.")
+                for t, seed in ((0.0, None), (1.0, 1), (1.0, 2))]
+    shared = TransformersBackend(*tiny, share_prefill=True).generate(requests)
+    assert shared == TransformersBackend(*tiny, share_prefill=False).generate(requests)
+
+
+def test_backend_choice():
+    assert choose_backend("auto", model_is_loaded=True) == "transformers"
+    assert choose_backend("transformers", model_is_loaded=False) == "transformers"
+    if not vllm_available():
+        with pytest.raises(ImportError, match="vllm"):
+            choose_backend("vllm", model_is_loaded=False)
+    with pytest.raises(ValueError):
+        choose_backend("tgi", model_is_loaded=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Problem selection
+
+
+def test_ids_select_problems_bare_or_qualified(tiny):
+    problems = load_problems(["aime24", "amc23"], tiny[1], "qwen-boxed", ids=["aime24:60", "0"])
+    assert [(p.benchmark, p.record.id) for p in problems] == [("aime24", "60"), ("amc23", "0")]
+    with pytest.raises(ValueError, match="nope"):
+        load_problems(["aime24"], tiny[1], "qwen-boxed", ids="60,nope")
+
+
+def test_problems_are_sorted_by_prompt_length_within_a_benchmark(tiny):
+    problems = load_problems(["gsm8k", "amc23"], tiny[1], "qwen-boxed", limit=5)
+    assert [p.benchmark for p in problems] == ["gsm8k"] * 5 + ["amc23"] * 5
+    assert [p.prompt_tokens for p in problems[:5]] == sorted(p.prompt_tokens for p in problems[:5])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Full evaluation
+
+
+SMALL = dict(limit=2, k=2, max_new_tokens=8, progress=False)
+
+
+def test_full_evaluation_of_the_tiny_model_on_every_benchmark(tiny, tmp_path):
+    results = evaluate(tiny, BENCHMARKS, output_dir=str(tmp_path), label="tiny", **SMALL)
+    assert results["config"]["benchmarks"] == list(BENCHMARKS)
+    assert set(results["metrics"]) == {*BENCHMARKS, "average"}
+    for bench in (*BENCHMARKS, "average"):
+        assert set(results["metrics"][bench]) == {"pass@1", "avg@2", "pass@2"}
+        assert all(0.0 <= v <= 1.0 for v in results["metrics"][bench].values())
+    for bench in BENCHMARKS:
+        assert results["counts"][bench]["problems"] == 2 and results["counts"][bench]["completions"] == 6
+
+    lines = read_jsonl(tmp_path / "samples.jsonl")
+    assert len(lines) == 2 * len(BENCHMARKS) and len({(r["benchmark"], r["id"]) for r in lines}) == len(lines)
+    for r in lines:
+        assert {"benchmark", "id", "problem", "gold", "greedy", "samples", "seed"} <= set(r)
+        assert {"text", "answer", "correct", "tokens", "finish"} <= set(r["greedy"]) and "seed" not in r["greedy"]
+        assert len(r["samples"]) == 2 and all(isinstance(s["seed"], int) for s in r["samples"])
+        assert all(1 <= s["tokens"] <= 8 for s in [r["greedy"], *r["samples"]])
+
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk == {key: value for key, value in results.items() if key != "problems"}
+    assert on_disk["config"]["seed"] == 0 and on_disk["config"]["backend"] == "transformers"
+    assert on_disk["throughput"]["generated_tokens"] == sum(
+        s["tokens"] for r in lines for s in [r["greedy"], *r["samples"]])
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| Run | AIME 2024 Pass@1 | AIME 2024 Avg@2 | AIME 2024 Pass@2 |" in markdown
+    assert "Minerva-Math Pass@2 | Average Pass@1 | Average Avg@2 | Average Pass@2 |" in markdown
+    assert "| tiny |" in markdown
+
+
+class CountingBackend(TransformersBackend):
+    """Counts generate calls and the prompts they carry; raises on call number `fail_on`."""
+
+    def __init__(self, model, tokenizer, batch_size, fail_on=None):
+        super().__init__(model, tokenizer, batch_size)
+        self.calls, self.prompts, self.fail_on = 0, [], fail_on
+
+    def generate(self, requests):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise KeyboardInterrupt
+        self.prompts += [r.prompt for r in requests]
+        return super().generate(requests)
+
+
+@pytest.mark.filterwarnings("ignore:.*unreadable line")
+def test_interrupted_evaluation_resumes_without_redoing_finished_problems(tiny, tmp_path):
+    # 3 sequences per problem (greedy + k = 2) and batch_size 3: one problem per generate call.
+    options = dict(SMALL, temperature=1.0, label="tiny")
+    benchmarks = ["aime24", "amc23"]
+    first = CountingBackend(*tiny, batch_size=3, fail_on=3)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(tiny, benchmarks, output_dir=str(tmp_path / "run"), backend=first, **options)
+    assert len(read_jsonl(tmp_path / "run" / "samples.jsonl")) == 2 and not (tmp_path / "run" / "results.json").exists()
+    with open(tmp_path / "run" / "samples.jsonl", "ab") as f:  # a crash in the middle of a write
+        f.write(b'{"benchmark": "amc23", "id": "0", "probl')
+
+    second = CountingBackend(*tiny, batch_size=3)
+    with pytest.warns(UserWarning, match="unreadable"):
+        resumed = evaluate(tiny, benchmarks, output_dir=str(tmp_path / "run"), backend=second, **options)
+    assert second.calls == 2 and set(second.prompts).isdisjoint(first.prompts)
+
+    straight = evaluate(tiny, benchmarks, output_dir=str(tmp_path / "straight"),
+                        backend=CountingBackend(*tiny, batch_size=3), **options)
+    lines = read_jsonl(tmp_path / "run" / "samples.jsonl")
+    assert sorted((r["benchmark"], r["id"]) for r in lines) == sorted(
+        (r["benchmark"], r["id"]) for r in resumed["problems"])
+    assert len(lines) == 4
+    assert resumed["problems"] == straight["problems"]  # same texts, answers, verdicts and seeds
+    assert resumed["metrics"] == straight["metrics"] and resumed["counts"] == straight["counts"]
+    assert resumed["throughput"]["problems"] == 2
+
+
+def test_resuming_with_other_settings_is_refused(tiny, tmp_path):
+    evaluate(tiny, ["amc23"], output_dir=str(tmp_path), **dict(SMALL, limit=1))
+    with pytest.raises(ValueError, match="k: 2 there, 3 now"):
+        evaluate(tiny, ["amc23"], output_dir=str(tmp_path), **dict(SMALL, limit=1, k=3))
+    more = evaluate(tiny, ["amc23", "gsm8k"], output_dir=str(tmp_path), **SMALL)  # more problems: fine
+    assert more["throughput"]["problems"] == 3 and len(read_jsonl(tmp_path / "samples.jsonl")) == 4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --compare and the CLI
+
+
+def _results_dir(path: Path, model: str, pass1: float) -> str:
+    path.mkdir(parents=True)
+    metrics = {"aime24": {"pass@1": pass1, "avg@8": 0.1, "pass@8": 0.3}, "average": {"pass@1": pass1}}
+    (path / "results.json").write_text(json.dumps({"config": {"model": model}, "metrics": metrics}))
+    return str(path)
+
+
+def test_compare_puts_runs_side_by_side(tmp_path, capsys):
+    a = _results_dir(tmp_path / "grpo", "grpo", 0.2)
+    b = _results_dir(tmp_path / "mel", "mel", 0.25)
+    table = compare([a, b])
+    assert f"| {a} | 20.00 | 10.00 | 30.00 | 20.00 |" in table and f"| {b} | 25.00 |" in table
+
+    args = _parser().parse_args(["eval", "--compare", a, b, "--output-dir", str(tmp_path / "cmp")])
+    from melrl.eval_cli import run_eval
+
+    assert run_eval(args) == 0
+    assert capsys.readouterr().out.startswith(table)
+    assert (tmp_path / "cmp" / "comparison.md").read_text() == table
+    with pytest.raises(FileNotFoundError):
+        compare([str(tmp_path)])
+
+
+def _parser():
+    from melrl.eval_cli import add_eval_parser
+
+    parser = argparse.ArgumentParser(prog="melrl")
+    add_eval_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_cli_parses_the_flags():
+    args = _parser().parse_args(["eval", "--model", "m"])
+    assert (args.benchmarks, args.k, args.temperature, args.greedy, args.template, args.backend) == (
+        "aime24,aime25,amc23,math500,olympiadbench", 8, 0.6, True, "qwen-boxed", "auto")
+    args = _parser().parse_args(["eval", "--model", "m", "--benchmarks", "gsm8k,minerva_math", "--k", "4",
+                                 "--temperature", "1.0", "--no-greedy", "--limit", "3", "--ids", "0,1",
+                                 "--backend", "transformers", "--seed", "5", "--max-new-tokens", "64"])
+    assert (args.benchmarks, args.k, args.temperature, args.greedy, args.limit, args.ids, args.seed,
+            args.max_new_tokens) == ("gsm8k,minerva_math", 4, 1.0, False, 3, "0,1", 5, 64)
+
+
+def test_cli_evaluates_and_prints_the_table(tiny_model_dir, tmp_path, capsys):
+    from melrl.eval_cli import default_output_dir, run_eval
+
+    assert default_output_dir("Qwen/Qwen3-4B-Base") == Path("runs/eval/Qwen_Qwen3-4B-Base")
+    args = _parser().parse_args(["eval", "--model", tiny_model_dir, "--benchmarks", "gsm8k", "--limit", "1", "--k",
+                                 "1", "--max-new-tokens", "4", "--output-dir", str(tmp_path), "--no-progress"])
+    assert run_eval(args) == 0
+    assert "| Run | GSM8K Pass@1 | GSM8K Avg@1 | Average Pass@1 | Average Avg@1 |" in capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    line = read_jsonl(tmp_path / "samples.jsonl")[0]
+    # k = 1: the sampled Pass@1 would be Avg@1, so the Pass@1 column stays the greedy one
+    assert results["metrics"]["gsm8k"] == {"pass@1": float(line["greedy"]["correct"]),
+                                           "avg@1": float(line["samples"][0]["correct"])}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In-training validation
+
+
+def test_validation_callback_evaluates_every_eval_steps(tiny):
+    from melrl.evaluation import ValidationCallback
+
+    model, tokenizer = tiny
+    seen = []
+    hook = model.register_forward_pre_hook(lambda module, args: seen.append((module.training,
+                                                                             torch.is_grad_enabled())))
+    lines = []
+    callback = ValidationCallback(["gsm8k", "amc23"], eval_steps=2, sink=lines.append, limit=2, max_new_tokens=8)
+    model.train()
+    try:
+        for step in (1, 2, 3):
+            state = SimpleNamespace(global_step=step, is_world_process_zero=True)
+            assert callback.on_step_end(None, state, None, model=model, processing_class=tokenizer) is None
+    finally:
+        hook.remove()
+        training_after = model.training
+        model.eval()
+    assert training_after  # back in train mode
+    assert seen and set(seen) == {(False, False)}  # generated in eval mode, without gradients
+    assert len(lines) == 1 and lines == callback.history
+    assert lines[0]["step"] == 2
+    assert set(lines[0]) == {"step", "eval/gsm8k/pass@1", "eval/amc23/pass@1", "eval/average/pass@1"}
