@@ -50,7 +50,7 @@ def run_one(spec: dict) -> dict:
     import melrl.trainer as trainer_module
     from melrl.config import MELConfig
     from melrl.data import load_records
-    from melrl.experience import read_jsonl
+    from melrl.jsonl import read_jsonl
     from melrl.models import build_tiny_model, load_model_and_tokenizer
     from melrl.train import build_train_dataset
 

@@ -107,7 +107,7 @@ def format_table(records: list[dict], width: int | None = None) -> str:
 
 
 def run_experiences(args: argparse.Namespace) -> int:
-    from .experience import read_jsonl
+    from .jsonl import read_jsonl
     from .report.runs import EXPERIENCES_FILE, filter_experiences, verdict
 
     run_dir = Path(args.run_dir)

@@ -7,7 +7,7 @@ import logging
 import re
 from pathlib import Path
 
-from .experience import truncate_after_step
+from .jsonl import truncate_after_step
 
 logger = logging.getLogger("melrl.runs")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from .experience import read_jsonl, retention_ratio
+from .experience import retention_ratio
+from .jsonl import read_jsonl
 
 COUNTERS = ("pairs", "constructed", "parsed", "leaked", "kept")
 

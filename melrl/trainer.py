@@ -31,7 +31,8 @@ from trl.trainer.utils import pad
 
 from .algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
 from .config import MELConfig
-from .experience import ExperienceWriter, select_pairs, retention_ratio
+from .experience import retention_ratio, select_pairs
+from .jsonl import JsonlWriter
 from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
 from .prompts import ANSWER_FORMAT
 from .rewards import make_accuracy_reward
@@ -72,8 +73,8 @@ class MELTrainer(GRPOTrainer):
         self._metrics_writer = None
         if self.accelerator.is_main_process:
             self._run_dir.mkdir(parents=True, exist_ok=True)
-            self._experience_writer = ExperienceWriter(self._run_dir / EXPERIENCES_FILE)
-            self._metrics_writer = ExperienceWriter(self._run_dir / METRICS_FILE)
+            self._experience_writer = JsonlWriter(self._run_dir / EXPERIENCES_FILE)
+            self._metrics_writer = JsonlWriter(self._run_dir / METRICS_FILE)
         self.add_callback(_RunFilesCallback(self))
 
     def _check_columns(self, dataset) -> None:

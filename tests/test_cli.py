@@ -76,7 +76,7 @@ def test_parser_lists_the_subcommands():
 @pytest.mark.slow
 def test_demo_on_the_embedded_model_writes_run_files(tmp_path, capsys):
     from melrl.cli import main
-    from melrl.experience import read_jsonl
+    from melrl.jsonl import read_jsonl
 
     assert main(["demo", "--steps", "2", "--output-dir", str(tmp_path / "demo")]) == 0
     metrics = read_jsonl(tmp_path / "demo" / "metrics.jsonl")

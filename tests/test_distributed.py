@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from melrl.cli import preset_path
-from melrl.experience import read_jsonl
+from melrl.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 8

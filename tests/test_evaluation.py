@@ -14,7 +14,7 @@ import torch
 from melrl.evaluation import average_metrics, benchmark_metrics, compare, markdown_table, pass_at_k
 from melrl.evaluation.backends import Request, RowSampler, TransformersBackend, choose_backend, vllm_available
 from melrl.evaluation.runner import BENCHMARKS, evaluate, load_problems
-from melrl.experience import read_jsonl
+from melrl.jsonl import read_jsonl
 
 # ---------------------------------------------------------------------------------------------------------------
 # pass@k

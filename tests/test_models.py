@@ -1,12 +1,11 @@
 """Model resolution, the embedded model's one-time conversion and cache, tiny test models."""
 
 import os
-from pathlib import Path
 
 import pytest
 
 from melrl import models
-from melrl.models import build_tiny_model, cache_dir, ensure_embedded, load_model_and_tokenizer, resolve_model
+from melrl.models import cache_dir, ensure_embedded, load_model_and_tokenizer, resolve_model
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -24,8 +23,6 @@ def test_hub_ids_pass_through_and_local_folders_are_checked(tmp_path):
 
 
 def test_tiny_model_has_a_real_tokenizer_and_generates(tiny_model_dir):
-    import torch
-
     model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
     assert tokenizer.chat_template and tokenizer("What is 2 + 2?")["input_ids"]

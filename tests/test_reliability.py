@@ -12,7 +12,7 @@ from trl import GRPOTrainer
 
 from melrl.config import MELConfig, RunArguments
 from melrl.data import DatasetError
-from melrl.experience import read_jsonl
+from melrl.jsonl import read_jsonl
 from melrl.runs import COMPLETE_MARKER, complete_checkpoints, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

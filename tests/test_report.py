@@ -16,7 +16,7 @@ import pytest
 
 import melrl.trainer as trainer_module
 from melrl.config import MELConfig
-from melrl.experience import read_jsonl
+from melrl.jsonl import read_jsonl
 from melrl.report import build_report, filter_experiences, load_run, verdict
 from melrl.report.page import cap
 from melrl.report_cli import add_report_parsers, format_table, run_experiences, run_report

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..experience import ExperienceWriter, read_jsonl
+from ..jsonl import JsonlWriter, read_jsonl
 from .report import RESULTS_FILE, results_markdown
 
 CONFIG_FILE = "config.json"
@@ -29,7 +29,7 @@ class EvalDir:
         samples = self.path / SAMPLES_FILE
         # Later lines win, should a problem ever appear twice.
         self.done = {(r["benchmark"], r["id"]): r for r in (read_jsonl(samples) if samples.exists() else [])}
-        self._writer = ExperienceWriter(samples)
+        self._writer = JsonlWriter(samples)
 
     def _check_config(self, config: Mapping) -> None:
         path = self.path / CONFIG_FILE
