@@ -34,7 +34,7 @@ from .config import MELConfig
 from .experience import retention_ratio, select_pairs
 from .jsonl import JsonlWriter
 from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
-from .prompts import ANSWER_FORMAT
+from .prompts import ANSWER_FORMAT, render
 from .rewards import make_accuracy_reward
 from .runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
 from .verifier import verify_batch
@@ -201,7 +201,7 @@ class MELTrainer(GRPOTrainer):
         if not candidates:
             return
         prompt_texts = [job.replay_prompt(self.args.prompt_template) for job in candidates for _ in range(samples)]
-        prompt_ids, _, _ = self._tokenize_prompts([self._render(text) for text in prompt_texts])
+        prompt_ids, _, _ = self._tokenize_prompts([render(self.processing_class, text) for text in prompt_texts])
         generated = self._generate_distributed(list(prompt_ids), self.args.replay_budget)
         texts = self.processing_class.batch_decode(generated, skip_special_tokens=True)
         golds = [job.gold for job in candidates for _ in range(samples)]
@@ -210,11 +210,6 @@ class MELTrainer(GRPOTrainer):
         for i, job in enumerate(candidates):
             chunk = slice(i * samples, (i + 1) * samples)
             job.set_replays(texts[chunk], verdicts[chunk], self._answer_format, self.args.replay_threshold)
-
-    def _render(self, user_text: str) -> str:
-        from .prompts import render
-
-        return render(self.processing_class, user_text)
 
     @contextmanager
     def _generation_budget(self, max_new_tokens: int):
