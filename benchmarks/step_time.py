@@ -33,11 +33,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 SETTINGS = {
     # the CPU demo's settings (configs/demo.yaml)
-    "demo": dict(num_generations=4, per_device_train_batch_size=16, max_completion_length=48,
-                 analysis_max_new_tokens=192, analysis_max_prompt_length=1024, max_pairs_per_prompt=1),
+    "demo": dict(num_generations=4, per_device_train_batch_size=4, gradient_accumulation_steps=4,
+                 max_completion_length=48, analysis_max_new_tokens=192, analysis_max_prompt_length=1024,
+                 max_pairs_per_prompt=1),
     # the paper's proportions: analysis budget equal to the rollout budget, one pair per prompt
-    "paper": dict(num_generations=8, per_device_train_batch_size=16, max_completion_length=96,
-                  analysis_max_new_tokens=96, analysis_max_prompt_length=1024, max_pairs_per_prompt=1),
+    "paper": dict(num_generations=8, per_device_train_batch_size=4, gradient_accumulation_steps=4,
+                  max_completion_length=96, analysis_max_new_tokens=96, analysis_max_prompt_length=1024,
+                  max_pairs_per_prompt=1),
 }
 PHASES = ("rollout", "scoring", "analysis", "replay", "update")
 
