@@ -54,16 +54,15 @@ def check_model_budgets(model_path: str, config: MELConfig) -> None:
     context = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
     if context is None:
         return
-    budgets = {
-        "max_completion_length": config.max_completion_length,
-        "analysis_max_prompt_length + analysis_max_new_tokens": config.analysis_max_prompt_length
-        + config.analysis_max_new_tokens,
-        "replay_max_new_tokens": config.replay_budget,
-    }
+    budgets = {"max_completion_length": config.max_completion_length}
+    if config.meta_experience:
+        budgets["analysis_max_prompt_length + analysis_max_new_tokens"] = (
+            config.analysis_max_prompt_length + config.analysis_max_new_tokens
+        )
+        budgets["replay_max_new_tokens"] = config.replay_budget
     for name, tokens in budgets.items():
-        if config.meta_experience or name == "max_completion_length":
-            if tokens > context:
-                raise ValueError(f"{name} = {tokens} tokens does not fit the model's context of {context} tokens")
+        if tokens > context:
+            raise ValueError(f"{name} = {tokens} tokens does not fit the model's context of {context} tokens")
 
 
 def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):

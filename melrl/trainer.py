@@ -96,12 +96,17 @@ class MELTrainer(GRPOTrainer):
         self._rollout = {"inputs": inputs, "completion_ids": completion_ids_list, "rewards": rewards_per_func}
         return rewards_per_func
 
+    def _total_rewards(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
+        """(B, n_funcs) -> (B,) weighted sum of the reward functions, as TRL forms it; NaN counts as 0."""
+        weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+        return torch.nan_to_num((rewards_per_func * weights).nansum(dim=1), nan=0.0)
+
     def _correct(self, rewards_per_func: torch.Tensor) -> list[bool]:
         if "accuracy" in self.reward_func_names:
-            column = rewards_per_func[:, self.reward_func_names.index("accuracy")]
+            column = torch.nan_to_num(rewards_per_func[:, self.reward_func_names.index("accuracy")], nan=0.0)
         else:
-            column = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
-        return (torch.nan_to_num(column, nan=0.0) >= 1.0 - 1e-6).tolist()
+            column = self._total_rewards(rewards_per_func)
+        return (column >= 1.0 - 1e-6).tolist()
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
@@ -115,9 +120,8 @@ class MELTrainer(GRPOTrainer):
         rollout, self._rollout = self._rollout, None
         correct = self._correct(rollout["rewards"])
         group = self.num_generations
-        rewards = torch.nan_to_num(rollout["rewards"].nansum(dim=1), nan=0.0)
         stats.add(
-            reward_sum=rewards.sum().item(),
+            reward_sum=self._total_rewards(rollout["rewards"]).sum().item(),
             rollouts=len(correct),
             groups=len(correct) // group,
             mixed_groups=sum(0 < sum(correct[i : i + group]) < group for i in range(0, len(correct), group)),
@@ -133,9 +137,10 @@ class MELTrainer(GRPOTrainer):
     def _replace_advantages(self, output: dict, rewards_per_func: torch.Tensor, correct: list[bool]) -> None:
         """Advantages of the base algorithm, computed on the global batch and sliced back to this process."""
         device = output["advantages"].device
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
         if self.args.algorithm == "rft":
             rewards = torch.tensor(correct, dtype=torch.float32)
+        else:
+            rewards = self._total_rewards(rewards_per_func)
         advantages = compute_advantages(rewards.cpu(), self.num_generations, self.args.algorithm)
         local = output["advantages"].size(0)
         start = self.accelerator.process_index * local

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from melrl.algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
+from tests.helpers import free_port
 
 EPS = 1e-4
 
@@ -68,7 +69,7 @@ def test_two_processes_see_the_same_advantages_as_one(method):
 import os, torch, torch.distributed as dist, json, sys
 from melrl.algorithms import compute_advantages
 rank, world = int(sys.argv[1]), 2
-dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{_free_port()}", rank=rank, world_size=world)
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{free_port()}", rank=rank, world_size=world)
 g = torch.Generator().manual_seed(0)
 global_rewards = torch.randint(0, 2, (16,), generator=g).float()
 local = global_rewards.view(world, -1)[rank].clone()
@@ -85,13 +86,6 @@ dist.destroy_process_group()
     combined = outputs[0]["mine"] + outputs[1]["mine"]
     assert combined == pytest.approx(outputs[0]["single"], abs=1e-6)
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_bad_arguments_are_rejected():

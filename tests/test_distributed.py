@@ -11,6 +11,7 @@ import yaml
 
 from melrl.cli import preset_path
 from melrl.jsonl import read_jsonl
+from tests.helpers import free_port, without_times
 
 ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 8
@@ -31,19 +32,12 @@ def runs(tiny_model_dir, tmp_path_factory):
     accelerate_config = preset_path("accelerate/cpu_2proc.yaml")
     double = launch(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
-         "--main_process_port", str(_free_port()), "-m", "tests.mp_run", tiny_model_dir, str(base / "two" / "run"),
+         "--main_process_port", str(free_port()), "-m", "tests.mp_run", tiny_model_dir, str(base / "two" / "run"),
          str(GLOBAL_BATCH)],
         base / "two" / "run",
     )
     return single, double
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ranks(run_dir):
@@ -52,8 +46,7 @@ def ranks(run_dir):
 
 def test_run_files_match_one_process(runs):
     single, double = runs
-    strip = lambda lines: [{k: v for k, v in m.items() if not k.startswith("time_")} for m in lines]  # noqa: E731
-    assert strip(read_jsonl(double / "metrics.jsonl")) == strip(read_jsonl(single / "metrics.jsonl"))
+    assert without_times(read_jsonl(double / "metrics.jsonl")) == without_times(read_jsonl(single / "metrics.jsonl"))
     assert read_jsonl(double / "experiences.jsonl") == read_jsonl(single / "experiences.jsonl")
     metrics = read_jsonl(single / "metrics.jsonl")
     assert sum(m["pairs"] for m in metrics) > 0 and sum(m["kept"] for m in metrics) > 0

@@ -14,6 +14,7 @@ from melrl.config import MELConfig, RunArguments
 from melrl.data import DatasetError
 from melrl.jsonl import read_jsonl
 from melrl.runs import COMPLETE_MARKER, complete_checkpoints, resolve_checkpoint
+from tests.helpers import without_times
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,10 +27,6 @@ def run_script(*args, expect_kill=False):
         assert result.returncode == -9, result.stderr[-3000:]
     else:
         assert result.returncode == 0, result.stderr[-3000:]
-
-
-def without_times(lines):
-    return [{k: v for k, v in line.items() if not k.startswith("time_")} for line in lines]
 
 
 def test_killed_run_resumes_like_an_uninterrupted_one(tiny_model_dir, tmp_path):
