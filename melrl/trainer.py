@@ -125,6 +125,7 @@ class MELTrainer(GRPOTrainer):
             rollouts=len(correct),
             groups=len(correct) // group,
             mixed_groups=sum(0 < sum(correct[i : i + group]) < group for i in range(0, len(correct), group)),
+            rollout_prompt_tokens=self.accelerator.gather(output["prompt_mask"].sum().reshape(1)).sum().item(),
             rollout_tokens=self.accelerator.gather(output["completion_mask"].sum().reshape(1)).sum().item(),
         )
         if self.args.algorithm != "grpo":
@@ -195,7 +196,8 @@ class MELTrainer(GRPOTrainer):
         stats.time["replay"] += time.perf_counter() - start
 
         kept = [job for job in jobs if job.kept]
-        stats.add(replayed=len(candidates), kept=len(kept), nll_tokens=sum(len(j.analysis_ids) for j in kept))
+        stats.add(replayed=len(candidates), kept=len(kept), nll_tokens=sum(len(j.analysis_ids) for j in kept),
+                  nll_context_tokens=sum(len(j.analysis_prompt_ids) for j in kept))
         if self.accelerator.is_main_process:
             for job in jobs:
                 self._experience_writer.append(job.record(step))
@@ -211,7 +213,7 @@ class MELTrainer(GRPOTrainer):
         texts = self.processing_class.batch_decode(generated, skip_special_tokens=True)
         golds = [job.gold for job in candidates for _ in range(samples)]
         verdicts = verify_batch(texts, golds, answer_format=self._answer_format, timeout=self.args.verifier_timeout)
-        self._step_stats.add(replay_tokens=sum(len(g) for g in generated))
+        self._step_stats.add(replay_prompt_tokens=sum(map(len, prompt_ids)), replay_tokens=sum(map(len, generated)))
         for i, job in enumerate(candidates):
             chunk = slice(i * samples, (i + 1) * samples)
             job.set_replays(texts[chunk], verdicts[chunk], self._answer_format, self.args.replay_threshold)
@@ -392,6 +394,12 @@ class MELTrainer(GRPOTrainer):
         return stats.line(self.state.global_step, nll_sum, nll_count)
 
 
+# Token counts per step: what each phase reads (prompt, context) and what it generates or trains.
+TOKEN_COUNTS = (("rollout", "prompt_tokens"), ("rollout", "tokens"), ("analysis", "prompt_tokens"),
+                ("analysis", "tokens"), ("replay", "prompt_tokens"), ("replay", "tokens"),
+                ("nll", "context_tokens"), ("nll", "tokens"))
+
+
 class _StepStats:
     """Sums over one optimizer step (counts are already global: they come from gathered data)."""
 
@@ -415,8 +423,7 @@ class _StepStats:
             "retention_ratio": retention_ratio(get("kept"), get("constructed")),
             "nll": nll_sum / nll_count if nll_count else None,
             "skipped_update": bool(get("skipped_update")),
-            **{key: get(key) for key in ("rollout_tokens", "analysis_prompt_tokens", "analysis_tokens",
-                                         "replay_tokens", "nll_tokens")},
+            **{f"{phase}_{kind}": get(f"{phase}_{kind}") for phase, kind in TOKEN_COUNTS},
             **{f"time_{phase}": round(seconds, 4) for phase, seconds in self.time.items()},
         }
 
