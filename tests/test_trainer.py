@@ -110,6 +110,15 @@ def test_loss_equals_grpo_when_meta_experience_is_off(tiny_model_dir, tmp_path, 
     assert torch.equal(mel, grpo)
 
 
+def test_loss_equals_grpo_when_nothing_is_kept(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=1.0)
+    trainer.model.train()
+    trainer._assign_nll([])
+    inputs = loss_inputs(trainer)
+    assert torch.equal(trainer._compute_loss(trainer.model, inputs),
+                       GRPOTrainer._compute_loss(trainer, trainer.model, inputs))
+
+
 def test_loss_adds_mel_coef_times_mean_nll(tiny_model_dir, tmp_path):
     trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=0.5, gradient_accumulation_steps=1)
     trainer.model.train()
