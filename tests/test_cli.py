@@ -66,7 +66,17 @@ def test_demo_preset_parses_into_a_cpu_config():
     run, config = parse_train_args(["--config", str(preset_path("demo.yaml"))])
     assert run.model_name_or_path == "smollm2-135m-instruct" and run.dataset_name == "arith"
     assert config.use_cpu and not config.bf16 and config.meta_experience
-    assert config.per_device_train_batch_size % config.num_generations == 0
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps % config.num_generations == 0
+
+
+def test_study_preset_is_the_demo_setup_with_its_own_schedule():
+    run, config = parse_train_args(["--config", str(preset_path("study.yaml"))])
+    assert run.model_name_or_path == "smollm2-135m-instruct" and run.dataset_name == "arith"
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps % config.num_generations == 0
+    demo = yaml.safe_load(preset_path("demo.yaml").read_text())
+    study = yaml.safe_load(preset_path("study.yaml").read_text())
+    shared = ("prompt_template", "num_generations", "max_completion_length", "temperature", "analysis_max_new_tokens")
+    assert {k: study[k] for k in shared} == {k: demo[k] for k in shared}
 
 
 def test_parser_lists_the_subcommands():
