@@ -2,6 +2,14 @@
 
 import socket
 
+import pytest
+
+from melrl.data import default_data_dir
+
+# The registered benchmarks are read from the shared data directory ($MELRL_DATA_DIR or ../shared/data).
+needs_data = pytest.mark.skipif(not default_data_dir().is_dir(),
+                                reason=f"shared data directory {default_data_dir()} not present")
+
 
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing listens on now."""

@@ -16,6 +16,8 @@ from melrl.evaluation.backends import Request, RowSampler, TransformersBackend, 
 from melrl.evaluation.runner import BENCHMARKS, evaluate, load_problems
 from melrl.jsonl import read_jsonl
 
+from tests.helpers import needs_data
+
 # ---------------------------------------------------------------------------------------------------------------
 # pass@k
 
@@ -152,6 +154,7 @@ def test_backend_choice():
 # Problem selection
 
 
+@needs_data
 def test_ids_select_problems_bare_or_qualified(tiny):
     problems = load_problems(["aime24", "amc23"], tiny[1], "qwen-boxed", ids=["aime24:60", "0"])
     assert [(p.benchmark, p.record.id) for p in problems] == [("aime24", "60"), ("amc23", "0")]
@@ -159,6 +162,7 @@ def test_ids_select_problems_bare_or_qualified(tiny):
         load_problems(["aime24"], tiny[1], "qwen-boxed", ids="60,nope")
 
 
+@needs_data
 def test_problems_are_sorted_by_prompt_length_within_a_benchmark(tiny):
     problems = load_problems(["gsm8k", "amc23"], tiny[1], "qwen-boxed", limit=5)
     assert [p.benchmark for p in problems] == ["gsm8k"] * 5 + ["amc23"] * 5
@@ -172,6 +176,7 @@ def test_problems_are_sorted_by_prompt_length_within_a_benchmark(tiny):
 SMALL = dict(limit=2, k=2, max_new_tokens=8, progress=False)
 
 
+@needs_data
 def test_full_evaluation_of_the_tiny_model_on_every_benchmark(tiny, tmp_path):
     results = evaluate(tiny, BENCHMARKS, output_dir=str(tmp_path), label="tiny", **SMALL)
     assert results["config"]["benchmarks"] == list(BENCHMARKS)
@@ -217,6 +222,7 @@ class CountingBackend(TransformersBackend):
 
 
 @pytest.mark.filterwarnings("ignore:.*unreadable line")
+@needs_data
 def test_interrupted_evaluation_resumes_without_redoing_finished_problems(tiny, tmp_path):
     # 3 sequences per problem (greedy + k = 2) and batch_size 3: one problem per generate call.
     options = dict(SMALL, temperature=1.0, label="tiny")
@@ -244,6 +250,7 @@ def test_interrupted_evaluation_resumes_without_redoing_finished_problems(tiny, 
     assert resumed["throughput"]["problems"] == 2
 
 
+@needs_data
 def test_resuming_with_other_settings_is_refused(tiny, tmp_path):
     evaluate(tiny, ["amc23"], output_dir=str(tmp_path), **dict(SMALL, limit=1))
     with pytest.raises(ValueError, match="k: 2 there, 3 now"):
@@ -298,6 +305,7 @@ def test_cli_parses_the_flags():
             args.max_new_tokens) == ("gsm8k,minerva_math", 4, 1.0, False, 3, "0,1", 5, 64)
 
 
+@needs_data
 def test_cli_evaluates_and_prints_the_table(tiny_model_dir, tmp_path, capsys):
     from melrl.eval_cli import default_output_dir, run_eval
 
@@ -317,6 +325,7 @@ def test_cli_evaluates_and_prints_the_table(tiny_model_dir, tmp_path, capsys):
 # In-training validation
 
 
+@needs_data
 def test_validation_callback_evaluates_every_eval_steps(tiny):
     from melrl.evaluation import ValidationCallback
 
