@@ -58,8 +58,6 @@ def train_and_evaluate(args, method: str, seed: int, run_dir: Path) -> dict:
         model = (trainer.model, trainer.processing_class)
     results = evaluate(model, "arith", output_dir=str(eval_dir), label=f"{method} seed {seed}",
                        **eval_settings(args))
-    del model
-    gc.collect()
     return results["metrics"]["arith"]
 
 
@@ -80,8 +78,10 @@ def mean_std(values: list[float]) -> dict:
 
 
 def markdown(results: dict) -> str:
+    from melrl.evaluation.report import metric_label
+
     metrics = list(results["untrained"])
-    header = "| Model | " + " | ".join(m[:1].upper() + m[1:] for m in metrics) + " |"
+    header = "| Model | " + " | ".join(map(metric_label, metrics)) + " |"
     lines = [header, "|---|" + "---:|" * len(metrics)]
     lines.append("| untrained | " + " | ".join(f"{100 * results['untrained'][m]:.1f}" for m in metrics) + " |")
     for method, summary in results["methods"].items():
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in METHODS:
             run_dir = work / f"{method.lower()}-seed{seed}"
             metrics = train_and_evaluate(args, method, seed, run_dir)
+            gc.collect()  # the finished run's trainer and weights, before the next run loads its own
             per_run[run_dir.name] = {"method": method, "seed": seed, "eval": metrics, "train": run_summary(run_dir)}
             run_dirs.append(run_dir)
     methods = {method: {metric: mean_std([r["eval"][metric] for r in per_run.values() if r["method"] == method])
