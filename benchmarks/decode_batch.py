@@ -1,13 +1,17 @@
-"""Why MEL's analysis phase generates fewer tokens per second than the rollouts: cost of one decode step vs batch.
+"""Cost of one decode step against the number of sequences decoded together, with and without row padding.
 
     .venv/bin/python benchmarks/decode_batch.py                 # embedded SmolLM2-135M
     .venv/bin/python benchmarks/decode_batch.py --model PATH --batches 1,2,4,8,16
 
 A decode step reads every weight once whatever the batch, so while the batch is small its time hardly grows
 with the batch and tokens per second grow in proportion to it. Rollouts decode G x prompts sequences at once;
-the analysis and replay phases decode one sequence per pair, typically a handful. The script times greedy
-decode steps of random prompts at a rollout-like context (50 tokens) and an analysis-like one (700 tokens) for
-each batch size and saves `benchmarks/results/decode_batch.{json,png}`.
+the analysis and replay phases decode one sequence per pair, typically a handful. On top of that, MKL multiplies
+2, 3, 6, 7, 10 or 11 rows partly row by row (`melrl/cpu_decoding.py`), which the trainer and the evaluation
+avoid by padding the rows of each linear product to a multiple of 4.
+
+The script times sampled decode steps of random prompts at a rollout-like context (50 tokens) and an
+analysis-like one (700 tokens) for each batch size, plainly and with `padded_linear_rows` (median of
+`--repeats`), and the output layer alone for 1 to 16 rows. Saves `benchmarks/results/decode_batch.{json,png}`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ def decode_step_seconds(model, batch: int, context: int, new_tokens: int) -> flo
     import torch
 
     ids = torch.randint(100, 1000, (batch, context))
-    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0)
+    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.7,
+                  top_k=0, pad_token_id=0)
     with torch.no_grad():
         start = time.perf_counter()
         model.generate(**kwargs, max_new_tokens=1, min_new_tokens=1)
@@ -39,23 +44,40 @@ def decode_step_seconds(model, batch: int, context: int, new_tokens: int) -> flo
     return max(total - prefill, 1e-9) / (new_tokens - 1)
 
 
+def output_layer_ms(weight, rows: int, repeats: int = 15) -> float:
+    """Milliseconds for `rows` hidden states times the output layer."""
+    import torch
+
+    x = torch.randn(rows, weight.size(1))
+    with torch.no_grad():
+        torch.nn.functional.linear(x, weight)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.nn.functional.linear(x, weight)
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for context, rows in results["contexts"].items():
-        batches = [row["batch"] for row in rows]
-        left.plot(batches, [row["ms_per_step"] for row in rows], marker="o", label=f"context {context}")
-        right.plot(batches, [row["tokens_per_second"] for row in rows], marker="o", label=f"context {context}")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for context, modes in results["contexts"].items():
+        for mode, style in (("plain", "--"), ("padded", "-")):
+            rows = modes[mode]
+            left.plot([r["batch"] for r in rows], [r["ms_per_step"] for r in rows], style, marker="o",
+                      label=f"context {context}, {mode}")
     left.set(xlabel="sequences decoded together", ylabel="ms per decode step", title="one decode step")
-    right.set(xlabel="sequences decoded together", ylabel="generated tokens/s", title="throughput")
+    left.set_xscale("log", base=2)
+    layer = results["output_layer"]
+    for mode, style in (("plain", "--"), ("padded", "-")):
+        right.plot([r["rows"] for r in layer], [r[f"{mode}_ms"] for r in layer], style, marker="o", label=mode)
+    right.set(xlabel="rows", ylabel="ms", title="output layer (vocabulary x hidden)")
     for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.legend(fontsize=8)
-    fig.suptitle(results["model"], fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{results['model']}, {results['threads']} threads", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -63,29 +85,43 @@ def plot(results: dict, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--batches", default="1,2,4,8,16")
+    parser.add_argument("--batches", default="1,2,3,4,6,8,16")
     parser.add_argument("--contexts", default="50,700")
     parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default=str(RESULTS / "decode_batch.json"))
     args = parser.parse_args()
+
+    import statistics
 
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    from melrl.cpu_decoding import padded_linear_rows, padded_rows
     from melrl.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(args.model)
     model.eval()
     decode_step_seconds(model, 1, 8, 4)  # warm-up
-    results = {"model": args.model, "threads": torch.get_num_threads(), "contexts": {}}
+    results = {"model": args.model, "threads": torch.get_num_threads(), "contexts": {}, "output_layer": []}
     for context in map(int, args.contexts.split(",")):
-        rows = []
+        modes = {"plain": [], "padded": []}
         for batch in map(int, args.batches.split(",")):
-            seconds = decode_step_seconds(model, batch, context, args.new_tokens)
-            rows.append({"batch": batch, "ms_per_step": 1000 * seconds, "tokens_per_second": batch / seconds})
-            print(f"context {context:4d}  batch {batch:3d}: {1000 * seconds:6.1f} ms/step, "
-                  f"{batch / seconds:6.1f} tokens/s", flush=True)
-        results["contexts"][str(context)] = rows
+            for mode in modes:
+                with padded_linear_rows(model, enabled=mode == "padded"):
+                    seconds = statistics.median(decode_step_seconds(model, batch, context, args.new_tokens)
+                                                for _ in range(args.repeats))
+                modes[mode].append({"batch": batch, "ms_per_step": 1000 * seconds,
+                                    "tokens_per_second": batch / seconds})
+            plain, padded = (modes[m][-1]["ms_per_step"] for m in ("plain", "padded"))
+            print(f"context {context:4d}  batch {batch:3d}: {plain:6.1f} ms/step plain, {padded:6.1f} padded",
+                  flush=True)
+        results["contexts"][str(context)] = modes
+    weight = model.get_output_embeddings().weight.detach()
+    for rows in list(range(1, 13)) + [16]:
+        plain, padded = output_layer_ms(weight, rows), output_layer_ms(weight, padded_rows(rows))
+        results["output_layer"].append({"rows": rows, "plain_ms": plain, "padded_ms": padded})
+        print(f"output layer, {rows:2d} rows: {plain:5.1f} ms plain, {padded:5.1f} ms padded", flush=True)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))

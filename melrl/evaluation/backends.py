@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from ..cpu_decoding import padded_linear_rows
+
 TRANSFORMERS_BATCH_SIZE = 32  # sequences per generate call
 VLLM_BATCH_SIZE = 2048  # sequences handed to vLLM at once; it schedules them itself
 
@@ -117,7 +119,8 @@ class TransformersBackend:
             eos_token_id=sorted(self.eos_ids), pad_token_id=self.pad_id,
         )
         sampler = RowSampler([r.temperature for r in requests], [r.seed for r in requests])
-        with torch.no_grad():  # not inference_mode: in training, tensors cached here may later need autograd
+        # not inference_mode: in training, tensors cached here may later need autograd
+        with torch.no_grad(), padded_linear_rows(self.model):
             output = self.model.generate(
                 input_ids=input_ids[rows], attention_mask=mask[rows], past_key_values=cache,
                 generation_config=config, logits_processor=LogitsProcessorList([sampler]),
