@@ -108,7 +108,7 @@ def main() -> int:
         modes = {"plain": [], "padded": []}
         for batch in map(int, args.batches.split(",")):
             for mode in modes:
-                with padded_linear_rows(model, enabled=mode == "padded"):
+                with padded_linear_rows(model, sequences=batch, enabled=mode == "padded"):
                     seconds = statistics.median(decode_step_seconds(model, batch, context, args.new_tokens)
                                                 for _ in range(args.repeats))
                 modes[mode].append({"batch": batch, "ms_per_step": 1000 * seconds,

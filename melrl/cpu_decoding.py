@@ -34,9 +34,10 @@ def applies_to(model: torch.nn.Module) -> bool:
 
 
 @contextmanager
-def padded_linear_rows(model: torch.nn.Module, enabled: bool = True):
-    """Pad the inputs of the model's float32 linear layers to `padded_rows` while the block runs."""
-    if not (enabled and applies_to(model)):
+def padded_linear_rows(model: torch.nn.Module, sequences: int, enabled: bool = True):
+    """Pad the inputs of the model's float32 linear layers to `padded_rows` while `sequences` sequences are
+    decoded together in the block. Nothing is installed where padding would not change the row count."""
+    if not (enabled and padded_rows(sequences) != sequences and applies_to(model)):
         yield
         return
     pending: dict[int, tuple[torch.Size, int]] = {}

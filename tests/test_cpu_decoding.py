@@ -23,7 +23,7 @@ def test_padding_keeps_shapes_and_values_and_multiplies_a_block_of_rows(shape):
     seen = []
     x = torch.randn(*shape)
     expected = model(x)
-    with padded_linear_rows(model):
+    with padded_linear_rows(model, sequences=3):
         # registered after the padding hook, so it sees the rows actually multiplied
         model[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
         padded = model(x)
@@ -35,16 +35,19 @@ def test_padding_keeps_shapes_and_values_and_multiplies_a_block_of_rows(shape):
 
 def test_hooks_are_removed_after_the_block_even_on_error():
     model = small_model()
-    with pytest.raises(RuntimeError), padded_linear_rows(model):
+    with pytest.raises(RuntimeError), padded_linear_rows(model, sequences=2):
         assert all(len(m._forward_pre_hooks) == 1 for m in model if isinstance(m, torch.nn.Linear))
         raise RuntimeError("stop")
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in model)
 
 
-def test_disabled_or_non_float32_layers_are_left_alone():
+def test_disabled_unneeded_or_non_float32_padding_installs_nothing():
     model = small_model()
-    with padded_linear_rows(model, enabled=False):
+    with padded_linear_rows(model, sequences=3, enabled=False):
         assert not any(m._forward_pre_hooks for m in model)
+    for sequences in (1, 4, 5, 16):  # row counts the kernels already handle well
+        with padded_linear_rows(model, sequences=sequences):
+            assert not any(m._forward_pre_hooks for m in model)
     model = small_model().to(torch.bfloat16)
-    with padded_linear_rows(model):
+    with padded_linear_rows(model, sequences=3):
         assert not any(m._forward_pre_hooks for m in model)
