@@ -1,17 +1,17 @@
-"""Cost of one decode step against the number of sequences decoded together, with and without row padding.
+"""Cost of one decode step against the number of sequences decoded together, plainly and weight-major.
 
     .venv/bin/python benchmarks/decode_batch.py                 # embedded SmolLM2-135M
     .venv/bin/python benchmarks/decode_batch.py --model PATH --batches 1,2,4,8,16
 
 A decode step reads every weight once whatever the batch, so while the batch is small its time hardly grows
 with the batch and tokens per second grow in proportion to it. Rollouts decode G x prompts sequences at once;
-the analysis and replay phases decode one sequence per pair, typically a handful. On top of that, MKL multiplies
-2, 3, 6, 7, 10 or 11 rows partly row by row (`melrl/cpu_decoding.py`), which the trainer and the evaluation
-avoid by padding the rows of each linear product to a multiple of 4.
+the analysis and replay phases decode one sequence per pair, typically a handful. On top of that, MKL computes
+`F.linear` slowly for a few rows; the trainer and the evaluation multiply weight-major instead
+(`melrl/cpu_decoding.py`).
 
 The script times sampled decode steps of random prompts at a rollout-like context (50 tokens) and an
-analysis-like one (700 tokens) for each batch size, plainly and with `padded_linear_rows` (median of
-`--repeats`), and the output layer alone for 1 to 16 rows. Saves `benchmarks/results/decode_batch.{json,png}`.
+analysis-like one (700 tokens) for each batch size, plainly and with `fast_cpu_decoding` (median of
+`--repeats`), and the output layer alone for 1 to 16 rows both ways. Saves `benchmarks/results/decode_batch.{json,png}`.
 """
 
 from __future__ import annotations
@@ -44,16 +44,16 @@ def decode_step_seconds(model, batch: int, context: int, new_tokens: int) -> flo
     return max(total - prefill, 1e-9) / (new_tokens - 1)
 
 
-def output_layer_ms(weight, rows: int, repeats: int = 15) -> float:
-    """Milliseconds for `rows` hidden states times the output layer."""
+def output_layer_ms(linear, weight, rows: int, repeats: int = 15) -> float:
+    """Milliseconds for `rows` hidden states times the output layer with `linear(x, weight, bias)`."""
     import torch
 
     x = torch.randn(rows, weight.size(1))
     with torch.no_grad():
-        torch.nn.functional.linear(x, weight)
+        linear(x, weight, None)
         start = time.perf_counter()
         for _ in range(repeats):
-            torch.nn.functional.linear(x, weight)
+            linear(x, weight, None)
     return 1000 * (time.perf_counter() - start) / repeats
 
 
@@ -65,16 +65,17 @@ def plot(results: dict, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for context, modes in results["contexts"].items():
-        for mode, style in (("plain", "--"), ("padded", "-")):
+        for mode, style in (("plain", "--"), ("weight-major", "-")):
             rows = modes[mode]
             left.plot([r["batch"] for r in rows], [r["ms_per_step"] for r in rows], style, marker="o",
                       label=f"context {context}, {mode}")
     left.set(xlabel="sequences decoded together", ylabel="ms per decode step", title="one decode step")
     left.set_xscale("log", base=2)
     layer = results["output_layer"]
-    for mode, style in (("plain", "--"), ("padded", "-")):
-        right.plot([r["rows"] for r in layer], [r[f"{mode}_ms"] for r in layer], style, marker="o", label=mode)
+    for mode, style in (("plain", "--"), ("weight-major", "-")):
+        right.plot([r["rows"] for r in layer], [r[mode] for r in layer], style, marker="o", label=mode)
     right.set(xlabel="rows", ylabel="ms", title="output layer (vocabulary x hidden)")
+    right.set_xscale("log", base=2)
     for ax in (left, right):
         ax.legend(fontsize=7)
     fig.suptitle(f"{results['model']}, {results['threads']} threads", fontsize=9)
@@ -97,7 +98,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    from melrl.cpu_decoding import padded_linear_rows, padded_rows
+    from melrl.cpu_decoding import fast_cpu_decoding, weight_major_linear
     from melrl.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(args.model)
@@ -105,23 +106,24 @@ def main() -> int:
     decode_step_seconds(model, 1, 8, 4)  # warm-up
     results = {"model": args.model, "threads": torch.get_num_threads(), "contexts": {}, "output_layer": []}
     for context in map(int, args.contexts.split(",")):
-        modes = {"plain": [], "padded": []}
+        modes = {"plain": [], "weight-major": []}
         for batch in map(int, args.batches.split(",")):
             for mode in modes:
-                with padded_linear_rows(model, sequences=batch, enabled=mode == "padded"):
+                with fast_cpu_decoding(model, enabled=mode == "weight-major"):
                     seconds = statistics.median(decode_step_seconds(model, batch, context, args.new_tokens)
                                                 for _ in range(args.repeats))
                 modes[mode].append({"batch": batch, "ms_per_step": 1000 * seconds,
                                     "tokens_per_second": batch / seconds})
-            plain, padded = (modes[m][-1]["ms_per_step"] for m in ("plain", "padded"))
-            print(f"context {context:4d}  batch {batch:3d}: {plain:6.1f} ms/step plain, {padded:6.1f} padded",
+            plain, fast = (modes[m][-1]["ms_per_step"] for m in modes)
+            print(f"context {context:4d}  batch {batch:3d}: {plain:6.1f} ms/step plain, {fast:6.1f} weight-major",
                   flush=True)
         results["contexts"][str(context)] = modes
     weight = model.get_output_embeddings().weight.detach()
-    for rows in list(range(1, 13)) + [16]:
-        plain, padded = output_layer_ms(weight, rows), output_layer_ms(weight, padded_rows(rows))
-        results["output_layer"].append({"rows": rows, "plain_ms": plain, "padded_ms": padded})
-        print(f"output layer, {rows:2d} rows: {plain:5.1f} ms plain, {padded:5.1f} ms padded", flush=True)
+    for rows in (1, 2, 3, 4, 6, 8, 12, 16, 32, 64):
+        plain = output_layer_ms(torch.nn.functional.linear, weight, rows)
+        fast = output_layer_ms(weight_major_linear, weight, rows)
+        results["output_layer"].append({"rows": rows, "plain": plain, "weight-major": fast})
+        print(f"output layer, {rows:2d} rows: {plain:5.1f} ms plain, {fast:5.1f} ms weight-major", flush=True)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))

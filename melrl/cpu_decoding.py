@@ -1,12 +1,12 @@
-"""Faster few-sequence decoding on CPU: give MKL matrix products a row count it handles well.
+"""Faster decoding on CPU: multiply few-row activations in the weight-major order MKL handles well.
 
-A decode step multiplies one row per sequence by every weight matrix. MKL computes a product with 2, 3, 6, 7,
-10 or 11 rows partly row by row, reading the weight matrix once per leftover row: on 2 cores SmolLM2-135M's
-49152 x 576 output layer takes 34 ms for 3 rows and 18 ms for 4 (`benchmarks/decode_batch.py`, and the
-`--rows` table of the same script). MEL's analysis and replay phases decode a handful of sequences, so while
-`padded_linear_rows` is active every float32 `nn.Linear` of the model pads such inputs with zero rows up to the
-next multiple of 4 and drops the extra output rows. Only the activations are padded: prompts, the KV cache and
-sampling are untouched, and the results are those of the unpadded product up to rounding.
+A decode step multiplies one row per sequence by every weight matrix. `F.linear(x, W)` computes x @ W^T; for a
+handful of rows MKL reads W slowly that way (row by row for 1-3 rows over a multiple of 4, and through a slower
+kernel otherwise), while the same product written as (W @ x^T)^T streams W once at memory speed. On 2 cores,
+SmolLM2-135M's 49152 x 576 output layer takes 33 ms as `F.linear` and 4.7 ms weight-major for 3 rows, 17.7 vs
+14.7 ms for 16 (`benchmarks/decode_batch.py` times this layer and whole decode steps both ways). While
+`fast_cpu_decoding` is active, every float32 `nn.Linear` of the model computes inputs of at most `MAX_ROWS`
+rows weight-major. Prompts, the KV cache and sampling are untouched; results equal `F.linear`'s up to rounding.
 """
 
 from __future__ import annotations
@@ -16,54 +16,46 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-ROW_BLOCK = 4
-LARGEST_SLOW_ROWS = 11  # from 12 rows on, MKL blocks every row count about equally well
+MAX_ROWS = 64  # decode steps of up to this many sequences; prefills keep F.linear
 
 
-def padded_rows(rows: int) -> int:
-    """The row count to multiply instead of `rows`."""
-    if rows <= LARGEST_SLOW_ROWS and rows % ROW_BLOCK in (2, 3):
-        return rows + (-rows % ROW_BLOCK)
-    return rows
+def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` computed as (weight @ rows^T)^T when x has at most `MAX_ROWS` rows."""
+    rows = x.numel() // x.size(-1)
+    if rows > MAX_ROWS:
+        return F.linear(x, weight, bias)
+    flat = x.reshape(rows, x.size(-1))
+    if rows == 1:  # one column would send MKL to its slower matrix-vector routine
+        flat = F.pad(flat, (0, 0, 0, 1))
+    out = torch.mm(weight, flat.t()).t()[:rows]
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*x.shape[:-1], weight.size(0))
 
 
 def applies_to(model: torch.nn.Module) -> bool:
-    """True where the padding helps: a model on CPU and a torch built with MKL."""
+    """True where it helps: a model on CPU and a torch built with MKL."""
     parameter = next(model.parameters(), None)
     return parameter is not None and parameter.device.type == "cpu" and torch.backends.mkl.is_available()
 
 
 @contextmanager
-def padded_linear_rows(model: torch.nn.Module, sequences: int, enabled: bool = True):
-    """Pad the inputs of the model's float32 linear layers to `padded_rows` while `sequences` sequences are
-    decoded together in the block. Nothing is installed where padding would not change the row count."""
-    if not (enabled and padded_rows(sequences) != sequences and applies_to(model)):
+def fast_cpu_decoding(model: torch.nn.Module, enabled: bool = True):
+    """Route the model's float32 `nn.Linear` layers through `weight_major_linear` while the block runs."""
+    if not (enabled and applies_to(model)):
         yield
         return
-    pending: dict[int, tuple[torch.Size, int]] = {}
-
-    def pad_input(module, args):
-        x = args[0]
-        rows = x.numel() // x.size(-1)
-        target = padded_rows(rows)
-        if target == rows:
-            return None
-        pending[id(module)] = (x.shape, rows)
-        return (F.pad(x.reshape(rows, x.size(-1)), (0, 0, 0, target - rows)), *args[1:])
-
-    def unpad_output(module, args, output):
-        shape = pending.pop(id(module), None)
-        if shape is None:
-            return None
-        input_shape, rows = shape
-        return output[:rows].reshape(*input_shape[:-1], output.size(-1))
-
-    handles = []
+    patched = []
     for module in model.modules():
-        if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32:
-            handles += [module.register_forward_pre_hook(pad_input), module.register_forward_hook(unpad_output)]
+        if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32 and "forward" not in vars(module):
+            module.forward = _weight_major_forward.__get__(module)
+            patched.append(module)
     try:
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        for module in patched:
+            del module.forward
+
+
+def _weight_major_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return weight_major_linear(x, self.weight, self.bias)

@@ -31,7 +31,7 @@ from trl.trainer.utils import pad
 
 from .algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
 from .config import MELConfig
-from .cpu_decoding import padded_linear_rows
+from .cpu_decoding import fast_cpu_decoding
 from .experience import retention_ratio, select_pairs
 from .jsonl import JsonlWriter
 from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
@@ -247,8 +247,8 @@ class MELTrainer(GRPOTrainer):
                     setattr(target, name, value)
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
-        # Every transformers generation of the step (rollouts, analyses, replays) decodes with CPU-friendly rows.
-        with padded_linear_rows(self.model, sequences=len(prompt_ids), enabled=not self.use_vllm):
+        # Every transformers generation of the step (rollouts, analyses, replays) decodes the fast way on CPU.
+        with fast_cpu_decoding(self.model, enabled=not self.use_vllm):
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
 
     def _generate_distributed(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:

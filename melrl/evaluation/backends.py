@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from ..cpu_decoding import padded_linear_rows
+from ..cpu_decoding import fast_cpu_decoding
 
 TRANSFORMERS_BATCH_SIZE = 32  # sequences per generate call
 VLLM_BATCH_SIZE = 2048  # sequences handed to vLLM at once; it schedules them itself
@@ -120,7 +120,7 @@ class TransformersBackend:
         )
         sampler = RowSampler([r.temperature for r in requests], [r.seed for r in requests])
         # not inference_mode: in training, tensors cached here may later need autograd
-        with torch.no_grad(), padded_linear_rows(self.model, sequences=len(requests)):
+        with torch.no_grad(), fast_cpu_decoding(self.model):
             output = self.model.generate(
                 input_ids=input_ids[rows], attention_mask=mask[rows], past_key_values=cache,
                 generation_config=config, logits_processor=LogitsProcessorList([sampler]),
