@@ -11,7 +11,7 @@ the analysis and replay phases decode one sequence per pair, typically a handful
 
 The script times sampled decode steps of random prompts at a rollout-like context (50 tokens) and an
 analysis-like one (700 tokens) for each batch size, plainly and with `fast_cpu_decoding` (median of
-`--repeats`), and the output layer alone for 1 to 16 rows both ways. Saves `benchmarks/results/decode_batch.{json,png}`.
+`--repeats`), and the output layer alone for 1 to `MAX_ROWS` rows both ways. Saves `benchmarks/results/decode_batch.{json,png}`.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    from melrl.cpu_decoding import fast_cpu_decoding, weight_major_linear
+    from melrl.cpu_decoding import MAX_ROWS, fast_cpu_decoding, weight_major_linear
     from melrl.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(args.model)
@@ -119,7 +119,7 @@ def main() -> int:
                   flush=True)
         results["contexts"][str(context)] = modes
     weight = model.get_output_embeddings().weight.detach()
-    for rows in (1, 2, 3, 4, 6, 8, 12, 16, 32, 64):
+    for rows in range(1, MAX_ROWS + 1):
         plain = output_layer_ms(torch.nn.functional.linear, weight, rows)
         fast = output_layer_ms(weight_major_linear, weight, rows)
         results["output_layer"].append({"rows": rows, "plain": plain, "weight-major": fast})
