@@ -4,8 +4,8 @@ A decode step multiplies one row per sequence by every weight matrix. `F.linear(
 handful of rows MKL reads W slowly that way (row by row for 1-3 rows over a multiple of 4, and through a slower
 kernel otherwise), while the same product written as (W @ x^T)^T streams W once at memory speed. On 2 cores,
 SmolLM2-135M's 49152 x 576 output layer takes 33 ms as `F.linear` and 4.7 ms weight-major for 3 rows, and a
-whole decode step of 3 sequences 122 vs 57 ms; from 16 sequences on `F.linear` is as fast or faster
-(`benchmarks/decode_batch.py` times both ways). While `fast_cpu_decoding` is active, every float32 `nn.Linear`
+whole decode step of 3 sequences 126 vs 57 ms at a 700-token context; from 8 sequences on `F.linear` is as
+fast or faster there (`benchmarks/decode_batch.py` times both ways). While `fast_cpu_decoding` is active, every float32 `nn.Linear`
 of the model computes inputs of at most `MAX_ROWS` rows weight-major. Prompts, the KV cache and sampling are
 untouched; results equal `F.linear`'s up to rounding.
 """
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-MAX_ROWS = 8  # decode steps of up to this many sequences; larger batches and prefills keep F.linear
+MAX_ROWS = 4  # decode steps of up to this many sequences; larger batches and prefills keep F.linear
 
 
 def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -28,7 +28,7 @@ def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     flat = x.reshape(rows, x.size(-1))
     if rows == 1:  # one column would send MKL to its slower matrix-vector routine
         flat = F.pad(flat, (0, 0, 0, 1))
-    out = torch.mm(weight, flat.t()).t()[:rows]
+    out = torch.mm(weight, flat.t()).t()[:rows].contiguous()  # a transposed view would slow attention down
     if bias is not None:
         out = out + bias
     return out.reshape(*x.shape[:-1], weight.size(0))
