@@ -109,7 +109,7 @@ def main() -> int:
         modes = {"plain": [], "weight-major": []}
         for batch in map(int, args.batches.split(",")):
             for mode in modes:
-                with fast_cpu_decoding(model, enabled=mode == "weight-major"):
+                with fast_cpu_decoding(model, sequences=batch, enabled=mode == "weight-major"):
                     seconds = statistics.median(decode_step_seconds(model, batch, context, args.new_tokens)
                                                 for _ in range(args.repeats))
                 modes[mode].append({"batch": batch, "ms_per_step": 1000 * seconds,

@@ -41,9 +41,10 @@ def applies_to(model: torch.nn.Module) -> bool:
 
 
 @contextmanager
-def fast_cpu_decoding(model: torch.nn.Module, enabled: bool = True):
-    """Route the model's float32 `nn.Linear` layers through `weight_major_linear` while the block runs."""
-    if not (enabled and applies_to(model)):
+def fast_cpu_decoding(model: torch.nn.Module, sequences: int, enabled: bool = True):
+    """Route the model's float32 `nn.Linear` layers through `weight_major_linear` while the block decodes
+    `sequences` sequences together; nothing is installed for more than `MAX_ROWS`."""
+    if not (enabled and sequences <= MAX_ROWS and applies_to(model)):
         yield
         return
     patched = []

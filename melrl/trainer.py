@@ -248,7 +248,7 @@ class MELTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         # Every transformers generation of the step (rollouts, analyses, replays) decodes the fast way on CPU.
-        with fast_cpu_decoding(self.model, enabled=not self.use_vllm):
+        with fast_cpu_decoding(self.model, sequences=len(prompt_ids), enabled=not self.use_vllm):
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
 
     def _generate_distributed(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:

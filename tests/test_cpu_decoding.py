@@ -30,7 +30,7 @@ def test_model_runs_weight_major_inside_the_block_and_plainly_after(monkeypatch)
     monkeypatch.setattr(cpu_decoding, "weight_major_linear", lambda *a: calls.append(1) or original(*a))
     model, x = small_model(), torch.randn(3, 1, 8)
     expected = model(x)
-    with fast_cpu_decoding(model):
+    with fast_cpu_decoding(model, sequences=3):
         torch.testing.assert_close(model(x), expected)
     assert len(calls) == 2  # both linear layers
     model(x)
@@ -39,16 +39,18 @@ def test_model_runs_weight_major_inside_the_block_and_plainly_after(monkeypatch)
 
 def test_forward_is_restored_even_on_error():
     model = small_model()
-    with pytest.raises(RuntimeError), fast_cpu_decoding(model):
+    with pytest.raises(RuntimeError), fast_cpu_decoding(model, sequences=1):
         assert all("forward" in vars(m) for m in model if isinstance(m, torch.nn.Linear))
         raise RuntimeError("stop")
     assert not any("forward" in vars(m) for m in model)
 
 
-def test_disabled_or_non_float32_layers_are_left_alone():
+def test_disabled_large_batch_or_non_float32_layers_are_left_alone():
     model = small_model()
-    with fast_cpu_decoding(model, enabled=False):
+    with fast_cpu_decoding(model, sequences=2, enabled=False):
+        assert not any("forward" in vars(m) for m in model)
+    with fast_cpu_decoding(model, sequences=MAX_ROWS + 1):
         assert not any("forward" in vars(m) for m in model)
     model = small_model().to(torch.bfloat16)
-    with fast_cpu_decoding(model):
+    with fast_cpu_decoding(model, sequences=2):
         assert not any("forward" in vars(m) for m in model)

@@ -120,7 +120,7 @@ class TransformersBackend:
         )
         sampler = RowSampler([r.temperature for r in requests], [r.seed for r in requests])
         # not inference_mode: in training, tensors cached here may later need autograd
-        with torch.no_grad(), fast_cpu_decoding(self.model):
+        with torch.no_grad(), fast_cpu_decoding(self.model, sequences=len(requests)):
             output = self.model.generate(
                 input_ids=input_ids[rows], attention_mask=mask[rows], past_key_values=cache,
                 generation_config=config, logits_processor=LogitsProcessorList([sampler]),
