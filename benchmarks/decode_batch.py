@@ -17,11 +17,12 @@ analysis-like one (700 tokens) for each batch size, plainly and with `fast_cpu_d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
+
+from results_file import save_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -124,11 +125,7 @@ def main() -> int:
         fast = output_layer_ms(weight_major_linear, weight, rows)
         results["output_layer"].append({"rows": rows, "plain": plain, "weight-major": fast})
         print(f"output layer, {rows:2d} rows: {plain:5.1f} ms plain, {fast:5.1f} ms weight-major", flush=True)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
-    plot(results, output.with_suffix(".png"))
-    print(f"saved {output} and {output.with_suffix('.png')}")
+    save_results(results, args.output, plot)
     return 0
 
 

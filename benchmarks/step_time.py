@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import save_results
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -223,11 +225,7 @@ def main() -> int:
                       f"tokens/s {rounded(result['tokens_per_second'])}, processed tokens/s "
                       f"{rounded(result['processed_tokens_per_second'])}, peak RSS {rounded(result['peak_rss_gib'])}, "
                       f"goals {result['goals']}", flush=True)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(all_results, indent=2))
-    plot(all_results, output.with_suffix(".png"))
-    print(f"saved {output} and {output.with_suffix('.png')}")
+    save_results(all_results, args.output, plot)
     return 0
 
 
