@@ -7,7 +7,8 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
 - `_generate_and_score_completions` replaces TRL's advantages for `algorithm` `reinforce_pp`,
   `reinforce_pp_baseline` and `rft` (`melrl.algorithms.compute_advantages`);
 - `_compute_loss` uses the RFT loss for `algorithm: rft`, and adds `mel_coef` × the NLL of the kept
-  meta-experiences assigned to the micro-step;
+  meta-experiences assigned to the micro-step; with one process or DDP the NLL takes its own backward pass
+  first, which keeps the peak memory of that micro-step at that of a plain update's;
 - `training_step` skips the update of a step whose loss is not finite (logged, never saved);
 - `_save_checkpoint` writes each checkpoint into a staging folder and renames it into place when complete;
 - `experiences.jsonl` and `metrics.jsonl` are written in `output_dir`.
@@ -24,8 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
 from transformers import TrainerCallback
+from transformers.training_args import OptimizerNames
 from trl import GRPOTrainer
 from trl.trainer.utils import pad
 
@@ -43,6 +45,9 @@ from .verifier import verify_batch
 logger = logging.getLogger("melrl.trainer")
 
 PHASES = ("rollout", "scoring", "analysis", "replay", "update")
+# DeepSpeed and FSDP reduce gradients in every backward call and LOMO steps in it: there the NLL joins the
+# update's backward pass instead of taking its own.
+OWN_NLL_BACKWARD = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
 
 class MELTrainer(GRPOTrainer):
@@ -299,23 +304,48 @@ class MELTrainer(GRPOTrainer):
         return outputs.logits[:, :-1, :]
 
     def _compute_loss(self, model, inputs):
+        batch = self._micro_step_nll_batch()
+        mel_loss = None
+        if batch is not None and self._own_nll_backward():
+            # Backward before the update's graph is built: one backward over both graphs would hold a second
+            # full set of parameter gradients until both branches reach each parameter.
+            start = time.perf_counter()
+            with self.accelerator.no_sync(model):
+                mel_loss = self._mel_loss(model, batch)
+                self.accelerator.backward(mel_loss)
+            mel_loss = mel_loss.detach()
+            self._step_stats.time["nll"] += time.perf_counter() - start
         if self.args.algorithm == "rft" and "rft_correct" in inputs:
             loss = self._rft_loss(model, inputs)
         else:
             loss = super()._compute_loss(model, inputs)
-        if not (self.model.training and self._internalizing and self._nll_slices):
-            return loss
-        batch = self._nll_slices.get(self._step % self.args.steps_per_generation)
         if batch is None:
             return loss
-        start = time.perf_counter()
+        if mel_loss is None:
+            start = time.perf_counter()
+            mel_loss = self._mel_loss(model, batch)
+            self._step_stats.time["nll"] += time.perf_counter() - start  # the forward; its backward joins the update's
+        return loss + mel_loss
+
+    def _micro_step_nll_batch(self) -> dict | None:
+        """This rank's NLL batch for the current micro-step, or None."""
+        if not (self.model.training and self._internalizing and self._nll_slices):
+            return None
+        return self._nll_slices.get(self._step % self.args.steps_per_generation)
+
+    def _own_nll_backward(self) -> bool:
+        """Whether the NLL takes its own backward pass (one process, or DDP under `no_sync`)."""
+        return (self.accelerator.distributed_type in OWN_NLL_BACKWARD
+                and self.args.optim not in (OptimizerNames.LOMO, OptimizerNames.ADALOMO))
+
+    def _mel_loss(self, model, batch: dict) -> torch.Tensor:
+        """`mel_coef` x the NLL of this micro-step's meta-experiences, scaled so that the micro-steps of all
+        ranks add up to the mean over every kept meta-experience of the generation batch."""
         logits = self._completion_logits(model, batch["input_ids"], batch["attention_mask"], batch["targets"].size(1))
         nll = sequence_mean_nll(logits, batch["targets"], batch["mask"]) * batch["weight"]  # (B,)
         world = self.accelerator.num_processes
-        mel_loss = self.args.mel_coef * nll.sum() * world / self._nll_global_count
         self._step_stats.add(nll_sum=nll.detach().sum().item(), nll_count=batch["weight"].sum().item())
-        self._step_stats.time["nll"] += time.perf_counter() - start  # the forward share; part of "update"
-        return loss + mel_loss
+        return self.args.mel_coef * nll.sum() * world / self._nll_global_count
 
     def _rft_loss(self, model, inputs) -> torch.Tensor:
         """NLL of the correct rollouts' tokens over the correct-token count of the whole generation batch."""

@@ -137,6 +137,37 @@ def test_loss_adds_mel_coef_times_mean_nll(tiny_model_dir, tmp_path):
     assert mel.item() - grpo.item() == pytest.approx(0.5 * sum(expected) / 2, rel=1e-4, abs=1e-5)
 
 
+def gradients_after_one_micro_step(trainer, inputs):
+    trainer.model.zero_grad(set_to_none=True)
+    loss = trainer._compute_loss(trainer.model, inputs)
+    trainer.accelerator.backward(loss)
+    return loss.item(), {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+def test_nll_own_backward_gives_the_gradients_of_one_joint_backward(tiny_model_dir, tmp_path, monkeypatch):
+    trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=0.5, gradient_accumulation_steps=1)
+    trainer.model.train()
+    trainer._assign_nll([job([5, 6, 7, 11], [8, 9, 2]), job([12, 13], [14, 15, 16, 17, 2])])
+    inputs = loss_inputs(trainer)
+    assert trainer._own_nll_backward()  # one process
+    update_sees_gradients = []
+    grpo_loss = GRPOTrainer._compute_loss
+
+    def recording(self, model, batch):
+        update_sees_gradients.append(any(p.grad is not None for p in model.parameters()))
+        return grpo_loss(self, model, batch)
+
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", recording)
+    own_loss, own = gradients_after_one_micro_step(trainer, inputs)
+    monkeypatch.setattr(trainer, "_own_nll_backward", lambda: False)
+    joint_loss, joint = gradients_after_one_micro_step(trainer, inputs)
+    assert update_sees_gradients == [True, False]  # the NLL's backward ran before the update's forward
+    assert own_loss == pytest.approx(joint_loss, rel=1e-6)
+    assert own.keys() == joint.keys() and own
+    for name in own:
+        torch.testing.assert_close(own[name], joint[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_nll_batch_masks_only_meta_experience_tokens():
     jobs = [job([5, 6, 7], [8, 9, 2]), job([10], [11, 12, 13, 14, 2])]
     batch = _nll_batch(jobs, pad_id=0, filler=jobs[0], device="cpu")
