@@ -9,6 +9,7 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
 - `_compute_loss` uses the RFT loss for `algorithm: rft`, and adds `mel_coef` × the NLL of the kept
   meta-experiences assigned to the micro-step; with one process or DDP the NLL takes its own backward pass
   first, which keeps the peak memory of that micro-step at that of a plain update's;
+- with `cpu_memory_release` on CPU, memory freed between generation and update goes back to the system;
 - `training_step` skips the update of a step whose loss is not finite (logged, never saved);
 - `_save_checkpoint` writes each checkpoint into a staging folder and renames it into place when complete;
 - `experiences.jsonl` and `metrics.jsonl` are written in `output_dir`.
@@ -32,6 +33,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import pad
 
 from .algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
+from . import cpu_memory
 from .config import MELConfig
 from .cpu_decoding import fast_cpu_decoding
 from .experience import retention_ratio, select_pairs
@@ -117,6 +119,16 @@ class MELTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
+        release = self.args.cpu_memory_release and self.accelerator.device.type == "cpu"
+        if release:
+            cpu_memory.generation_phase()
+        try:
+            return self._generate_score_and_analyse(inputs)
+        finally:
+            if release:
+                cpu_memory.update_phase()
+
+    def _generate_score_and_analyse(self, inputs):
         stats = self._step_stats
         scoring_before = stats.time["scoring"]
         start = time.perf_counter()
