@@ -11,7 +11,8 @@ the analysis and replay phases decode one sequence per pair, typically a handful
 
 The script times sampled decode steps of random prompts at a rollout-like context (50 tokens) and an
 analysis-like one (700 tokens) for each batch size, plainly and with `fast_cpu_decoding` (median of
-`--repeats`), and the output layer alone for 1 to `MAX_ROWS` rows both ways. Saves `benchmarks/results/decode_batch.{json,png}`.
+`--repeats`), and the output layer alone for 1 to `MAX_ROWS` rows both ways. Saves
+`benchmarks/results/decode_batch.{json,png}`.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ handful of rows MKL reads W slowly that way (row by row for 1-3 rows over a mult
 kernel otherwise), while the same product written as (W @ x^T)^T streams W once at memory speed. On 2 cores,
 SmolLM2-135M's 49152 x 576 output layer takes 33 ms as `F.linear` and 4.7 ms weight-major for 3 rows, and a
 whole decode step of 3 sequences 126 vs 57 ms at a 700-token context; from 8 sequences on `F.linear` is as
-fast or faster there (`benchmarks/decode_batch.py` times both ways). While `fast_cpu_decoding` is active, every float32 `nn.Linear`
-of the model computes inputs of at most `MAX_ROWS` rows weight-major. Prompts, the KV cache and sampling are
-untouched; results equal `F.linear`'s up to rounding.
+fast or faster there (`benchmarks/decode_batch.py` times both ways). While `fast_cpu_decoding` is active, every
+float32 `nn.Linear` of the model computes inputs of at most `MAX_ROWS` rows weight-major. Prompts, the KV cache
+and sampling are untouched; results equal `F.linear`'s up to rounding.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
   meta-experiences assigned to the micro-step; with one process or DDP the NLL takes its own backward pass
   first, which keeps the peak memory of that micro-step at that of a plain update's;
 - with `cpu_memory_release` on CPU, memory freed between generation and update goes back to the system;
+- `_generate_single_turn` decodes few sequences weight-major on CPU (`melrl.cpu_decoding`);
 - `training_step` skips the update of a step whose loss is not finite (logged, never saved);
 - `_save_checkpoint` writes each checkpoint into a staging folder and renames it into place when complete;
 - `experiences.jsonl` and `metrics.jsonl` are written in `output_dir`.
@@ -32,8 +33,8 @@ from transformers.training_args import OptimizerNames
 from trl import GRPOTrainer
 from trl.trainer.utils import pad
 
-from .algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
 from . import cpu_memory
+from .algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
 from .config import MELConfig
 from .cpu_decoding import fast_cpu_decoding
 from .experience import retention_ratio, select_pairs
@@ -317,26 +318,24 @@ class MELTrainer(GRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         batch = self._micro_step_nll_batch()
-        mel_loss = None
-        if batch is not None and self._own_nll_backward():
+        own_backward = batch is not None and self._own_nll_backward()
+        if own_backward:
             # Backward before the update's graph is built: one backward over both graphs would hold a second
             # full set of parameter gradients until both branches reach each parameter.
-            start = time.perf_counter()
             with self.accelerator.no_sync(model):
                 mel_loss = self._mel_loss(model, batch)
+                start = time.perf_counter()
                 self.accelerator.backward(mel_loss)
+                self._step_stats.time["nll"] += time.perf_counter() - start
             mel_loss = mel_loss.detach()
-            self._step_stats.time["nll"] += time.perf_counter() - start
         if self.args.algorithm == "rft" and "rft_correct" in inputs:
             loss = self._rft_loss(model, inputs)
         else:
             loss = super()._compute_loss(model, inputs)
         if batch is None:
             return loss
-        if mel_loss is None:
-            start = time.perf_counter()
-            mel_loss = self._mel_loss(model, batch)
-            self._step_stats.time["nll"] += time.perf_counter() - start  # the forward; its backward joins the update's
+        if not own_backward:
+            mel_loss = self._mel_loss(model, batch)  # its backward joins the update's
         return loss + mel_loss
 
     def _micro_step_nll_batch(self) -> dict | None:
@@ -353,10 +352,12 @@ class MELTrainer(GRPOTrainer):
     def _mel_loss(self, model, batch: dict) -> torch.Tensor:
         """`mel_coef` x the NLL of this micro-step's meta-experiences, scaled so that the micro-steps of all
         ranks add up to the mean over every kept meta-experience of the generation batch."""
+        start = time.perf_counter()
         logits = self._completion_logits(model, batch["input_ids"], batch["attention_mask"], batch["targets"].size(1))
         nll = sequence_mean_nll(logits, batch["targets"], batch["mask"]) * batch["weight"]  # (B,)
         world = self.accelerator.num_processes
         self._step_stats.add(nll_sum=nll.detach().sum().item(), nll_count=batch["weight"].sum().item())
+        self._step_stats.time["nll"] += time.perf_counter() - start
         return self.args.mel_coef * nll.sum() * world / self._nll_global_count
 
     def _rft_loss(self, model, inputs) -> torch.Tensor:
