@@ -148,7 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TRAINING_COMMANDS = ("train", "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] and sys.argv[1] in TRAINING_COMMANDS:
+        from .allocator import reexec_under_jemalloc
+
+        try:
+            reexec_under_jemalloc()  # returns only where it does not apply
+        except ValueError as error:
+            print(f"melrl: {error}", file=sys.stderr)
+            return 2
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("MELRL_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     # Deprecation notices about upstream internals are not actionable for a user of melrl.

@@ -22,6 +22,15 @@ def test_phases_do_nothing_without_glibc(monkeypatch):
     assert not cpu_memory.update_phase() and not cpu_memory.generation_phase()
 
 
+def test_glibc_is_left_alone_under_jemalloc(monkeypatch):
+    monkeypatch.setattr(cpu_memory, "jemalloc_loaded", lambda: True)
+    cpu_memory._glibc.cache_clear()
+    try:
+        assert cpu_memory._glibc() is None
+    finally:
+        cpu_memory._glibc.cache_clear()
+
+
 class FakeLibc:
     """Records the calls and passes them on to the real C library."""
 
