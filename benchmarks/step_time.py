@@ -18,6 +18,9 @@ memory is its own) with the same seed and data; the first step is a warm-up and 
 measured too. By default it is on for the tiny model (whose analyses are random tokens); the embedded model runs
 as it is, and at the demo setting a second time with it on.
 
+Each run uses the malloc `melrl train` would use (`--allocator`, as `MELRL_ALLOCATOR`: jemalloc on a CPU host
+where it is installed); the JSON records which one ran.
+
 Rates are given twice: per output token (generated or trained) and per processed token (adding what a phase
 reads: the prompts of a generation, the prompt of the update, the analysis context of the NLL).
 """
@@ -58,6 +61,7 @@ def run_one(spec: dict) -> dict:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     import melrl.trainer as trainer_module
+    from melrl.allocator import jemalloc_loaded
     from melrl.config import MELConfig
     from melrl.data import load_records
     from melrl.jsonl import read_jsonl
@@ -97,6 +101,7 @@ def run_one(spec: dict) -> dict:
     summary["step_time"] = sum(summary[f"time_{p}"] for p in PHASES)
     summary["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     summary["wall_seconds"] = wall
+    summary["allocator"] = "jemalloc" if jemalloc_loaded() else "system"
     return summary
 
 
@@ -108,12 +113,21 @@ def parity_accuracy(prompts, completions, **kwargs):
 parity_accuracy.__name__ = "accuracy"
 
 
-def measure(model: str, setting: str, steps: int, accept_all: bool) -> dict:
+def run_environment(allocator: str) -> dict[str, str]:
+    """The environment of each run: jemalloc preloaded where `melrl train` would preload it (see melrl.allocator)."""
+    from melrl.allocator import ENV, library_to_preload, preload_environment
+
+    environ = {**os.environ, ENV: allocator}
+    library = library_to_preload(environ, loaded=False)
+    return preload_environment(environ, library) if library else environ
+
+
+def measure(model: str, setting: str, steps: int, accept_all: bool, environ: dict[str, str]) -> dict:
     results = {}
     for meta in (False, True):
         spec = dict(model=model, setting=setting, steps=steps, meta_experience=meta, accept_all=accept_all)
         out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT, capture_output=True,
-                             text=True, check=False)
+                             text=True, check=False, env=environ)
         if out.returncode != 0:
             raise RuntimeError(f"{spec} failed:\n{out.stderr[-3000:]}")
         results["mel" if meta else "grpo"] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -144,6 +158,7 @@ def compare(grpo: dict, mel: dict) -> dict:
         "tokens_per_second": {phase: rate(output[phase], seconds[phase]) for phase in output},
         "processed_tokens_per_second": {phase: rate(output[phase] + read[phase], seconds[phase]) for phase in output},
         "peak_rss_gib": {"grpo": grpo["peak_rss_gib"], "mel": mel["peak_rss_gib"]},
+        "allocator": mel["allocator"],
     }
 
 
@@ -206,6 +221,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--accept-all", choices=("auto", "yes", "no"), default="auto",
                         help="accept every analysis and replay (auto: tiny model; embedded model at the demo setting too)")
+    parser.add_argument("--allocator", choices=("auto", "jemalloc", "system"), default="auto",
+                        help="malloc of each run, chosen as `melrl train` chooses it (MELRL_ALLOCATOR)")
     parser.add_argument("--output", default=str(RESULTS / "step_time.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,19 +230,21 @@ def main() -> int:
         print(json.dumps(run_one(json.loads(args.one))))
         return 0
 
+    environ = run_environment(args.allocator)
     all_results = {}
     for model in args.models.split(","):
         for setting in args.settings.split(","):
             for accept in accept_modes(args.accept_all, model, setting):
                 name = f"{model}/{setting}" + ("/accept-all" if accept else "")
                 model_name = "smollm2-135m-instruct" if model == "embedded" else model
-                result = measure(model_name, setting, args.steps, accept)
+                result = measure(model_name, setting, args.steps, accept, environ)
                 result["goals"] = check_goals(result)
                 all_results[name] = result
                 print(f"{name}: MEL/GRPO step time {result['mel_over_grpo']:.2f}, extra token share "
                       f"{result['extra_token_share']:.2f} (processed {result['extra_processed_token_share']:.2f}), "
                       f"tokens/s {rounded(result['tokens_per_second'])}, processed tokens/s "
-                      f"{rounded(result['processed_tokens_per_second'])}, peak RSS {rounded(result['peak_rss_gib'])}, "
+                      f"{rounded(result['processed_tokens_per_second'])}, peak RSS {rounded(result['peak_rss_gib'])} "
+                      f"({result['allocator']}), "
                       f"goals {result['goals']}", flush=True)
     save_results(all_results, args.output, plot)
     return 0
