@@ -78,9 +78,10 @@ def preload_environment(environ: dict[str, str], library: str) -> dict[str, str]
 def reexec_under_jemalloc() -> None:
     """Run this process's command line again, interpreter options included, with jemalloc preloaded, where that
     applies; otherwise return."""
-    library = library_to_preload(dict(os.environ))
+    environ = dict(os.environ)
+    library = library_to_preload(environ)
     if library is None or not sys.executable:
         return
     print(f"melrl: running under jemalloc ({library}) to hold CPU memory down; {ENV}=system keeps malloc",
           file=sys.stderr, flush=True)
-    os.execve(sys.executable, sys.orig_argv, preload_environment(dict(os.environ), library))
+    os.execve(sys.executable, sys.orig_argv, preload_environment(environ, library))
