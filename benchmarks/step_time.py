@@ -61,12 +61,6 @@ def run_one(spec: dict) -> dict:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     import melrl.trainer as trainer_module
-    from melrl.allocator import jemalloc_loaded
-    from melrl.config import MELConfig
-    from melrl.data import load_records
-    from melrl.jsonl import read_jsonl
-    from melrl.models import build_tiny_model, load_model_and_tokenizer
-    from melrl.train import build_train_dataset
 
     if spec["accept_all"]:
         def accept(job, *, leak_check):
@@ -75,7 +69,17 @@ def run_one(spec: dict) -> dict:
         trainer_module.judge_analysis = accept
         trainer_module.verify_batch = lambda texts, golds, **kw: [True] * len(texts)
 
-    work = Path(tempfile.mkdtemp(prefix="melrl-bench-"))
+    with tempfile.TemporaryDirectory(prefix="melrl-bench-") as folder:
+        return train_and_summarise(spec, trainer_module, Path(folder))
+
+
+def train_and_summarise(spec: dict, trainer_module, work: Path) -> dict:
+    from melrl.allocator import jemalloc_loaded
+    from melrl.config import MELConfig
+    from melrl.data import load_records
+    from melrl.jsonl import read_jsonl
+    from melrl.models import build_tiny_model, load_model_and_tokenizer
+    from melrl.train import build_train_dataset
     model_name = spec["model"]
     if model_name == "tiny":
         model_name = str(build_tiny_model(work / "tiny"))

@@ -10,6 +10,27 @@ def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
+def log_probs_and_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, *, entropy: bool = False,
+    entropy_grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T, V) logits and (B, T) targets -> the (B, T) float32 log-probabilities of the targets under
+    softmax(logits / temperature) and, with `entropy`, the (B, T) entropy of each of those distributions
+    (differentiable only with `entropy_grad`). Pass the logits without keeping a reference: the scaled copy replaces
+    them, so at most two (B, T, V) tensors are alive at once."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    log_p = torch.log_softmax(logits, dim=-1)
+    del logits
+    token_logps = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not entropy:
+        return token_logps, None
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropies = -(log_p.exp() * log_p).sum(-1)
+    return token_logps, entropies
+
+
 def sequence_mean_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Token-averaged negative log-likelihood of each sequence (paper Eq. 7, inner term).
 

@@ -11,6 +11,8 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
   first, which keeps the peak memory of that micro-step at that of a plain update's;
 - with `cpu_memory_release` on CPU, memory freed between generation and update goes back to the system;
 - `_generate_single_turn` decodes few sequences weight-major on CPU (`melrl.cpu_decoding`);
+- `_get_per_token_logps_and_entropies` scores completions from plain logits on CPU, where TRL's tiled LM head
+  (written for Triton) scores every prompt position as well and takes 5-8x longer;
 - `training_step` skips the update of a step whose loss is not finite (logged, never saved);
 - `_save_checkpoint` writes each checkpoint into a staging folder and renames it into place when complete;
 - `experiences.jsonl` and `metrics.jsonl` are written in `output_dir`.
@@ -34,7 +36,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import pad
 
 from . import cpu_memory
-from .algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
+from .algorithms import compute_advantages, log_probs_and_entropy, rft_loss_sum, sequence_mean_nll, token_log_probs
 from .config import MELConfig
 from .cpu_decoding import fast_cpu_decoding
 from .experience import retention_ratio, select_pairs
@@ -310,10 +312,35 @@ class MELTrainer(GRPOTrainer):
         for slot, jobs in used.items():
             self._nll_slices[slot] = _nll_batch(jobs, pad_id, kept[0], self.accelerator.device)
 
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **model_extras):
+        """TRL's per-token log-probabilities and entropies of the last `logits_to_keep` tokens; on CPU, for text-only
+        models without MoE auxiliary loss or an fp32 LM head cast, from plain (B, C, V) logits."""
+        plain = (input_ids.device.type == "cpu" and not compute_aux_loss and not self.args.cast_lm_head_to_fp32
+                 and all(value is None for value in model_extras.values()))
+        if not plain:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                **model_extras)
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
+            with self.accelerator.autocast():
+                batch_logps, batch_entropies = log_probs_and_entropy(
+                    self._completion_logits(model, ids, mask, logits_to_keep), ids[:, -logits_to_keep:],
+                    self.temperature, entropy=compute_entropy, entropy_grad=self._entropy_bonus_enabled)
+            padding = mask[:, -logits_to_keep:] == 0  # TRL scores padding as 0
+            logps.append(batch_logps.masked_fill(padding, 0.0))
+            if compute_entropy:
+                entropies.append(batch_entropies.masked_fill(padding, 0.0))
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
     @staticmethod
     def _completion_logits(model, input_ids, attention_mask, completion_length: int) -> torch.Tensor:
         """(B, C, V) temperature-1 logits predicting the last `completion_length` tokens of each row."""
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=completion_length + 1)
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=completion_length + 1,
+                        use_cache=False)
         return outputs.logits[:, :-1, :]
 
     def _compute_loss(self, model, inputs):

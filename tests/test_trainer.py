@@ -267,3 +267,47 @@ def test_validation_lines_follow_their_step_in_metrics(tiny_model_dir, tmp_path)
     assert [(line["step"], "reward_mean" in line) for line in lines] == [(1, True), (1, False), (2, True), (2, False)]
     assert all(0.0 <= lines[i]["eval/arith/pass@1"] <= 1.0 for i in (1, 3))
     assert "eval/average/pass@1" in lines[1]
+
+
+def scoring_inputs():
+    """Left-padded prompts and right-padded completions, as TRL's update receives them."""
+    torch.manual_seed(1)
+    input_ids = torch.randint(10, 200, (4, 11))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :2] = 0  # prompt padding
+    attention_mask[1, -2:] = 0  # completion padding
+    return input_ids, attention_mask
+
+
+def score(trainer, method, entropy_coef_grad=False):
+    trainer.model.zero_grad(set_to_none=True)
+    input_ids, attention_mask = scoring_inputs()
+    logps, entropies, _ = method(trainer.model, input_ids, attention_mask, 5, batch_size=3, compute_entropy=True)
+    objective = (logps * torch.linspace(-1, 1, 4).unsqueeze(1)).sum()
+    if entropy_coef_grad:
+        objective = objective + entropies.sum()
+    objective.backward()
+    grads = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+    return logps.detach(), entropies.detach(), grads
+
+
+@pytest.mark.parametrize("entropy_coef", [0.0, 0.1])
+def test_cpu_scoring_matches_trl_fused_lm_head(tiny_model_dir, tmp_path, monkeypatch, entropy_coef):
+    trainer = make_trainer(tiny_model_dir, tmp_path, temperature=0.7, entropy_coef=entropy_coef)
+    trainer.model.train()
+    reference = score(trainer, lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k),
+                      entropy_coef_grad=entropy_coef > 0)
+
+    class NoTiles:
+        @staticmethod
+        def apply(*args):
+            raise AssertionError("TRL's tiled LM head ran on CPU")
+
+    monkeypatch.setattr("trl.trainer.utils._ChunkedLogProbFunction", NoTiles)
+    plain = score(trainer, trainer._get_per_token_logps_and_entropies, entropy_coef_grad=entropy_coef > 0)
+    torch.testing.assert_close(plain[0], reference[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain[1], reference[1], atol=1e-5, rtol=1e-5)
+    assert plain[0][1, -2:].eq(0).all() and plain[1][1, -2:].eq(0).all()  # padding scores 0, as in TRL
+    assert len(plain[2]) == len(reference[2])
+    for mine, theirs in zip(plain[2], reference[2], strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4)
