@@ -70,16 +70,18 @@ def run_one(spec: dict) -> dict:
         trainer_module.verify_batch = lambda texts, golds, **kw: [True] * len(texts)
 
     with tempfile.TemporaryDirectory(prefix="melrl-bench-") as folder:
-        return train_and_summarise(spec, trainer_module, Path(folder))
+        return train_and_summarise(spec, Path(folder))
 
 
-def train_and_summarise(spec: dict, trainer_module, work: Path) -> dict:
+def train_and_summarise(spec: dict, work: Path) -> dict:
+    import melrl.trainer as trainer_module
     from melrl.allocator import jemalloc_loaded
     from melrl.config import MELConfig
     from melrl.data import load_records
     from melrl.jsonl import read_jsonl
     from melrl.models import build_tiny_model, load_model_and_tokenizer
     from melrl.train import build_train_dataset
+
     model_name = spec["model"]
     if model_name == "tiny":
         model_name = str(build_tiny_model(work / "tiny"))

@@ -7,7 +7,7 @@ import torch
 
 def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """(B, T, V) logits and (B, T) targets -> (B, T) log-probabilities of the targets, in float32."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return log_probs_and_entropy(logits, targets)[0]
 
 
 def log_probs_and_entropy(
