@@ -238,6 +238,39 @@ def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path,
         assert 0 < e["analysis_tokens"] <= 10  # the analysis budget
 
 
+
+def test_every_phase_runs_on_trls_continuous_batching(tiny_model_dir, tmp_path, monkeypatch):
+    """With TRL's `use_transformers_continuous_batching`, rollouts, analyses and replays each make one
+    `generate_batch` call with their own token budget, and plain `generate` never runs."""
+    monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)
+    monkeypatch.setattr(trainer_module, "verify_batch", lambda texts, golds, **kw: [True] * len(texts))
+    trainer = make_trainer(
+        tiny_model_dir, tmp_path, max_steps=1, max_pairs_per_prompt=2, use_transformers_continuous_batching=True,
+        transformers_continuous_batching_config={"num_blocks": 16, "max_batch_tokens": 256},
+    )
+    model_class = type(trainer.model)
+    budgets = []
+    original = model_class.generate_batch
+
+    def recording(self, inputs, generation_config=None, **kwargs):
+        budgets.append((len(inputs), generation_config.max_new_tokens))
+        return original(self, inputs, generation_config=generation_config, **kwargs)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("generate ran instead of generate_batch")
+
+    monkeypatch.setattr(model_class, "generate_batch", recording)
+    monkeypatch.setattr(model_class, "generate", refuse)
+    trainer.train()
+
+    (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert line["constructed"] > 0 and line["replayed"] > 0
+    args = trainer.args
+    assert budgets == [(8, args.max_completion_length), (line["constructed"], args.analysis_max_new_tokens),
+                       (line["replayed"] * args.replay_samples, args.replay_budget)]
+    assert 0 < line["analysis_tokens"] <= line["constructed"] * args.analysis_max_new_tokens
+    assert line["nll"] is not None
+
 def linear_layers(model):
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
 
