@@ -26,7 +26,9 @@ from pathlib import Path
 from results_file import save_results
 
 ROOT = Path(__file__).resolve().parents[1]
-CALLS = {"rollouts": dict(sequences=16, new_tokens=96), "analyses": dict(sequences=2, new_tokens=128)}
+PROBLEMS, ROLLOUTS_PER_PROBLEM, ANALYSES = 4, 4, 2
+NEW_TOKENS = {"rollouts": 96, "analyses": 128}
+GENERATE, CONTINUOUS = "generate", "continuous batching"
 
 
 def timed_call(model, tokenizer, engine: str, prompts: list[list[int]], new_tokens: int, cb_config):
@@ -39,47 +41,46 @@ def timed_call(model, tokenizer, engine: str, prompts: list[list[int]], new_toke
     eos = tokenizer.eos_token_id
     config = GenerationConfig(max_new_tokens=new_tokens, do_sample=True, temperature=0.7, top_k=0,
                               pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+    continuous = engine == CONTINUOUS
     # generate_batch packs every sequence's token into one row, so the row count does not tell the batch size
-    sequences = 1 if engine == "continuous batching" else len(prompts)
     start = time.perf_counter()
-    with torch.no_grad(), fast_cpu_decoding(model, sequences=sequences):
-        if engine == "continuous batching":
+    with torch.no_grad(), fast_cpu_decoding(model, sequences=1 if continuous else len(prompts)):
+        if continuous:
             outputs = model.generate_batch(prompts, generation_config=config, continuous_batching_config=cb_config,
                                            progress_bar=False)
             completions = [list(o.generated_tokens) for o in outputs.values()]
         else:
-            width = max(map(len, prompts))
-            ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-            rows = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, width:].tolist()
+            batch = tokenizer.pad({"input_ids": prompts}, return_tensors="pt")  # left-padded
+            rows = model.generate(**batch, generation_config=config)[:, batch["input_ids"].size(1):].tolist()
             completions = [row[: row.index(eos) + 1] if eos in row else row for row in rows]
     return time.perf_counter() - start, completions
 
 
-def phase_prompts(tokenizer, rollouts: list[list[int]] | None) -> list[list[int]]:
-    """The rollout prompts, or, given the rollouts, analysis prompts for two pairs of them."""
-    from melrl.data import load_records
+def phase_prompts(tokenizer, problems: list[str], rollouts: list[list[int]] | None) -> list[list[int]]:
+    """The rollout prompts, or, given the rollouts, analysis prompts for pairs of them (one pair per problem)."""
     from melrl.prompts import analysis_text, render, solve_text
 
-    problems = [r.problem for r in load_records("arith", n=4, seed=0)]
     if rollouts is None:
-        texts = [solve_text(problem, "short") for problem in problems for _ in range(4)]
+        texts = [solve_text(problem, "short") for problem in problems for _ in range(ROLLOUTS_PER_PROBLEM)]
     else:
-        solution = [tokenizer.decode(ids, skip_special_tokens=True) for ids in rollouts]
-        texts = [analysis_text(problems[i], solution[4 * i], solution[4 * i + 1]) for i in range(2)]
+        solutions = [tokenizer.decode(ids, skip_special_tokens=True) for ids in rollouts]
+        first = [ROLLOUTS_PER_PROBLEM * i for i in range(ANALYSES)]
+        texts = [analysis_text(problems[i // ROLLOUTS_PER_PROBLEM], solutions[i], solutions[i + 1]) for i in first]
     return [tokenizer(render(tokenizer, text), add_special_tokens=False)["input_ids"] for text in texts]
 
 
 def measure(model, tokenizer, cb_config, repeats: int) -> dict:
+    from melrl.data import load_records
+
+    problems = [r.problem for r in load_records("arith", n=PROBLEMS, seed=0)]
     results, rollouts = {}, None
-    for name, call in CALLS.items():
-        prompts = phase_prompts(tokenizer, rollouts)
-        results[name] = {**call, "prompt_tokens": sum(map(len, prompts))}
-        for engine in ("generate", "continuous batching"):
-            _, completions = timed_call(model, tokenizer, engine, prompts, call["new_tokens"], cb_config)  # warm-up
+    for name, new_tokens in NEW_TOKENS.items():
+        prompts = phase_prompts(tokenizer, problems, rollouts)
+        results[name] = {"sequences": len(prompts), "new_tokens": new_tokens, "prompt_tokens": sum(map(len, prompts))}
+        for engine in (GENERATE, CONTINUOUS):
+            _, completions = timed_call(model, tokenizer, engine, prompts, new_tokens, cb_config)  # warm-up
             rollouts = rollouts or completions
-            runs = [timed_call(model, tokenizer, engine, prompts, call["new_tokens"], cb_config)
-                    for _ in range(repeats)]
+            runs = [timed_call(model, tokenizer, engine, prompts, new_tokens, cb_config) for _ in range(repeats)]
             seconds = statistics.median(s for s, _ in runs)
             tokens = statistics.median(sum(map(len, c)) for _, c in runs)
             results[name][engine] = {"seconds": seconds, "tokens": tokens, "tokens_per_second": tokens / seconds}
@@ -94,13 +95,13 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(CALLS)
+    calls = results["calls"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     width = 0.38
-    for offset, engine in ((-width / 2, "generate"), (width / 2, "continuous batching")):
-        rates = [results["calls"][n][engine]["tokens_per_second"] for n in names]
-        ax.bar([i + offset for i in range(len(names))], rates, width, label=engine)
-    ax.set_xticks(range(len(names)), [f"{n}\n({CALLS[n]['sequences']} sequences)" for n in names])
+    for offset, engine in ((-width / 2, GENERATE), (width / 2, CONTINUOUS)):
+        rates = [call[engine]["tokens_per_second"] for call in calls.values()]
+        ax.bar([i + offset for i in range(len(calls))], rates, width, label=engine)
+    ax.set_xticks(range(len(calls)), [f"{name}\n({call['sequences']} sequences)" for name, call in calls.items()])
     ax.set_ylabel("generated tokens / s")
     ax.set_title(f"{results['model']} on {results['threads']} CPU threads")
     ax.legend()

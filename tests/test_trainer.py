@@ -238,7 +238,6 @@ def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path,
         assert 0 < e["analysis_tokens"] <= 10  # the analysis budget
 
 
-
 def test_every_phase_runs_on_trls_continuous_batching(tiny_model_dir, tmp_path, monkeypatch):
     """With TRL's `use_transformers_continuous_batching`, rollouts, analyses and replays each make one
     `generate_batch` call with their own token budget, and plain `generate` never runs."""
@@ -270,6 +269,7 @@ def test_every_phase_runs_on_trls_continuous_batching(tiny_model_dir, tmp_path, 
                        (line["replayed"] * args.replay_samples, args.replay_budget)]
     assert 0 < line["analysis_tokens"] <= line["constructed"] * args.analysis_max_new_tokens
     assert line["nll"] is not None
+
 
 def linear_layers(model):
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
