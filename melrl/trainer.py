@@ -3,7 +3,8 @@
 What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
 - `_calculate_rewards` also keeps the step's rollouts and verdicts;
 - `_generate_and_score_completions` runs the meta-experience phase after scoring (analysis, parsing, leak check,
-  replay, verdicts) on the rollout engine, one batched generate call per phase;
+  replay, verdicts) on the rollout engine, one batched generate call per phase, whose prompts' shared
+  instruction transformers' `generate` prefills once (`melrl.shared_prefix`);
 - `_generate_and_score_completions` replaces TRL's advantages for `algorithm` `reinforce_pp`,
   `reinforce_pp_baseline` and `rft` (`melrl.algorithms.compute_advantages`);
 - `_compute_loss` uses the RFT loss for `algorithm: rft`, and adds `mel_coef` × the NLL of the kept
@@ -45,6 +46,7 @@ from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
 from .prompts import ANSWER_FORMAT, render
 from .rewards import make_accuracy_reward
 from .runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
+from .shared_prefix import shared_prefix_generation
 from .verifier import verify_batch
 
 logger = logging.getLogger("melrl.trainer")
@@ -281,7 +283,8 @@ class MELTrainer(GRPOTrainer):
         mine = list(range(rank, len(prompt_ids), world))
         per_rank = -(-len(prompt_ids) // world)
         local = [prompt_ids[i] for i in mine] + [prompt_ids[0]] * (per_rank - len(mine))
-        with self._generation_budget(max_new_tokens):
+        with (self._generation_budget(max_new_tokens),
+              shared_prefix_generation(self.accelerator.unwrap_model(self.model_wrapped), enabled=not self.use_vllm)):
             completions, _ = self._generate_single_turn(local, None, {}, 1)
         gathered = gather_object([(i, list(c)) for i, c in zip(mine, completions)])
         results: list[list[int]] = [[] for _ in prompt_ids]

@@ -7,12 +7,14 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
+import melrl.shared_prefix as shared_prefix
 import melrl.trainer as trainer_module
 from melrl.algorithms import sequence_mean_nll
 from melrl.config import MELConfig
 from melrl.experience import Pair
 from melrl.meta_phase import MetaExperienceJob
 from melrl.models import load_model_and_tokenizer
+from melrl.prompts import ANALYSIS_TEMPLATE, REPLAY_TEMPLATE
 from melrl.trainer import MELTrainer, _nll_batch
 
 
@@ -269,6 +271,22 @@ def test_every_phase_runs_on_trls_continuous_batching(tiny_model_dir, tmp_path, 
                        (line["replayed"] * args.replay_samples, args.replay_budget)]
     assert 0 < line["analysis_tokens"] <= line["constructed"] * args.analysis_max_new_tokens
     assert line["nll"] is not None
+
+
+def test_analyses_and_replays_prefill_their_shared_instruction_once(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)
+    monkeypatch.setattr(trainer_module, "verify_batch", lambda texts, golds, **kw: [True] * len(texts))
+    prefixes = []
+    original = shared_prefix.prefill
+    monkeypatch.setattr(shared_prefix, "prefill", lambda model, ids: prefixes.append(ids) or original(model, ids))
+    trainer = make_trainer(tiny_model_dir, tmp_path, max_steps=1, max_pairs_per_prompt=2, replay_samples=2)
+    trainer.train()
+
+    (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert line["constructed"] >= 2 and line["replayed"] >= 1
+    analysis, replay = [trainer.processing_class.decode(p[0]) for p in prefixes]  # rollouts take TRL's own path
+    assert ANALYSIS_TEMPLATE.split("{question}")[0].strip() in analysis
+    assert REPLAY_TEMPLATE.split("{experience}")[0].strip() in replay
 
 
 def linear_layers(model):
