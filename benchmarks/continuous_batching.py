@@ -17,13 +17,13 @@ and fills them at every call. Saves `benchmarks/results/continuous_batching.{jso
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from results_file import save_results
+from results_file import plot_two_ways, save_results
+from timed_model import load_timed_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS, ROLLOUTS_PER_PROBLEM, ANALYSES = 4, 4, 2
@@ -90,24 +90,8 @@ def measure(model, tokenizer, cb_config, repeats: int) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    calls = results["calls"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.38
-    for offset, engine in ((-width / 2, GENERATE), (width / 2, CONTINUOUS)):
-        rates = [call[engine]["tokens_per_second"] for call in calls.values()]
-        ax.bar([i + offset for i in range(len(calls))], rates, width, label=engine)
-    ax.set_xticks(range(len(calls)), [f"{name}\n({call['sequences']} sequences)" for name, call in calls.items()])
-    ax.set_ylabel("generated tokens / s")
-    ax.set_title(f"{results['model']} on {results['threads']} CPU threads")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ticks = [f"{name}\n({call['sequences']} sequences)" for name, call in results["calls"].items()]
+    plot_two_ways(results, path, (GENERATE, CONTINUOUS), "tokens_per_second", ticks, "generated tokens / s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,13 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import ContinuousBatchingConfig
 
-    from melrl.models import load_model_and_tokenizer
-
-    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    model.eval()
+    model, tokenizer, threads = load_timed_model(args.model)
     cb_config = ContinuousBatchingConfig(num_blocks=args.num_blocks or None,
                                          max_batch_tokens=args.max_batch_tokens or None)
     results = {"model": args.model, "threads": threads, "num_blocks": args.num_blocks,

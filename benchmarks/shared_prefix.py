@@ -14,13 +14,13 @@ the median counts. Saves `benchmarks/results/shared_prefix.{json,png}`.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from results_file import save_results
+from results_file import plot_two_ways, save_results
+from timed_model import load_timed_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS, SOLUTION_TOKENS = 16, 48
@@ -82,25 +82,8 @@ def measure(model, tokenizer, counts: list[int], new_tokens: int, repeats: int) 
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    calls = results["calls"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.38
-    for offset, name in ((-width / 2, PLAIN), (width / 2, SHARED)):
-        ax.bar([i + offset for i in range(len(calls))], [call[name]["seconds"] for call in calls.values()], width,
-               label=name)
-    ax.set_xticks(range(len(calls)), [f"{count}" for count in calls])
-    ax.set_xlabel(f"analyses in the call ({results['new_tokens']} new tokens each)")
-    ax.set_ylabel("seconds")
-    ax.set_title(f"{results['model']} on {results['threads']} CPU threads")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_two_ways(results, path, (PLAIN, SHARED), "seconds", list(results["calls"]), "seconds",
+                  f"analyses in the call ({results['new_tokens']} new tokens each)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,14 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "shared_prefix.json"))
     args = parser.parse_args(argv)
 
-    import torch
-
-    from melrl.models import load_model_and_tokenizer
-
-    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
-    torch.set_num_threads(threads)
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    model.eval()
+    model, tokenizer, threads = load_timed_model(args.model)
     counts = [int(c) for c in args.counts.split(",")]
     results = {"model": args.model, "threads": threads, "new_tokens": args.new_tokens, "repeats": args.repeats,
                "calls": measure(model, tokenizer, counts, args.new_tokens, args.repeats)}
