@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/step_time.py                      # tiny and embedded model, demo and paper settings
     .venv/bin/python benchmarks/step_time.py --models tiny --steps 2
+    .venv/bin/python benchmarks/step_time.py --models embedded --settings wide \
+        --output benchmarks/results/step_time_wide.json   # 16 prompts per step
 
 Each (model, setting, meta-experience) combination trains for `--steps` steps in its own process (so that peak
 memory is its own) with the same seed and data; the first step is a warm-up and is left out. Results go to
@@ -51,6 +53,10 @@ SETTINGS = {
     "paper": dict(num_generations=8, per_device_train_batch_size=2, gradient_accumulation_steps=8,
                   max_completion_length=96, analysis_max_new_tokens=96, analysis_max_prompt_length=1024,
                   max_pairs_per_prompt=1),
+    # the paper's proportions with 16 prompts per step, for up to 16 analyses per step (not run by default)
+    "wide": dict(num_generations=4, per_device_train_batch_size=2, gradient_accumulation_steps=32,
+                 max_completion_length=48, analysis_max_new_tokens=48, analysis_max_prompt_length=1024,
+                 max_pairs_per_prompt=1),
 }
 PHASES = ("rollout", "scoring", "analysis", "replay", "update")
 
