@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from results_file import plot_two_ways, save_results
-from timed_model import load_timed_model
+from timed_model import load_timed_model, prompt_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS, ROLLOUTS_PER_PROBLEM, ANALYSES = 4, 4, 2
@@ -58,7 +58,7 @@ def timed_call(model, tokenizer, engine: str, prompts: list[list[int]], new_toke
 
 def phase_prompts(tokenizer, problems: list[str], rollouts: list[list[int]] | None) -> list[list[int]]:
     """The rollout prompts, or, given the rollouts, analysis prompts for pairs of them (one pair per problem)."""
-    from melrl.prompts import analysis_text, render, solve_text
+    from melrl.prompts import analysis_text, solve_text
 
     if rollouts is None:
         texts = [solve_text(problem, "short") for problem in problems for _ in range(ROLLOUTS_PER_PROBLEM)]
@@ -66,7 +66,7 @@ def phase_prompts(tokenizer, problems: list[str], rollouts: list[list[int]] | No
         solutions = [tokenizer.decode(ids, skip_special_tokens=True) for ids in rollouts]
         first = [ROLLOUTS_PER_PROBLEM * i for i in range(ANALYSES)]
         texts = [analysis_text(problems[i // ROLLOUTS_PER_PROBLEM], solutions[i], solutions[i + 1]) for i in first]
-    return [tokenizer(render(tokenizer, text), add_special_tokens=False)["input_ids"] for text in texts]
+    return [prompt_ids(tokenizer, text) for text in texts]
 
 
 def measure(model, tokenizer, cb_config, repeats: int) -> dict:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from results_file import plot_two_ways, save_results
-from timed_model import load_timed_model
+from timed_model import load_timed_model, prompt_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS, SOLUTION_TOKENS = 16, 48
@@ -47,15 +47,13 @@ def generate(model, tokenizer, prompts: list[list[int]], new_tokens: int, shared
 def analysis_prompts(model, tokenizer) -> list[list[int]]:
     """One analysis prompt per problem, from two of the model's own solutions to it."""
     from melrl.data import load_records
-    from melrl.prompts import analysis_text, render, solve_text
+    from melrl.prompts import analysis_text, solve_text
 
     problems = [r.problem for r in load_records("arith", n=PROBLEMS, seed=0)]
-    solve = [tokenizer(render(tokenizer, solve_text(p, "short")), add_special_tokens=False)["input_ids"]
-             for p in problems for _ in range(2)]
+    solve = [prompt_ids(tokenizer, solve_text(p, "short")) for p in problems for _ in range(2)]
     _, solutions = generate(model, tokenizer, solve, SOLUTION_TOKENS, shared=False)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in solutions]
-    return [tokenizer(render(tokenizer, analysis_text(p, texts[2 * i], texts[2 * i + 1])),
-                      add_special_tokens=False)["input_ids"] for i, p in enumerate(problems)]
+    return [prompt_ids(tokenizer, analysis_text(p, texts[2 * i], texts[2 * i + 1])) for i, p in enumerate(problems)]
 
 
 def measure(model, tokenizer, counts: list[int], new_tokens: int, repeats: int) -> dict:

@@ -1,4 +1,5 @@
-"""The model a generation benchmark times: in inference mode, on `OMP_NUM_THREADS` (default 2) CPU threads."""
+"""The model a generation benchmark times: in inference mode, on `OMP_NUM_THREADS` (default 2) CPU threads; and
+the token ids of a prompt as the trainer renders it."""
 
 from __future__ import annotations
 
@@ -15,3 +16,10 @@ def load_timed_model(name: str):
     torch.set_num_threads(threads)
     model, tokenizer = load_model_and_tokenizer(name)
     return model.eval(), tokenizer, threads
+
+
+def prompt_ids(tokenizer, user_text: str) -> list[int]:
+    """`user_text` as one user message through the chat template (`melrl.prompts.render`), tokenized."""
+    from melrl.prompts import render
+
+    return tokenizer(render(tokenizer, user_text), add_special_tokens=False)["input_ids"]

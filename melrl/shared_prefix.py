@@ -62,9 +62,8 @@ def generate_with_shared_prefix(model, generate: Callable, input_ids=None, atten
         value = kwargs.get(name, getattr(config, name, None))
         return default if value is None else value
 
-    if input_ids is None or attention_mask is None or not _settings_fit(model, set(kwargs), setting):
-        return generate(input_ids=input_ids, attention_mask=attention_mask, **arguments)
-    layout = shared_prefix_layout(input_ids, attention_mask, pad_id=setting("pad_token_id", 0))
+    fits = input_ids is not None and attention_mask is not None and _settings_fit(model, set(kwargs), setting)
+    layout = shared_prefix_layout(input_ids, attention_mask, pad_id=setting("pad_token_id", 0)) if fits else None
     if layout is None:
         return generate(input_ids=input_ids, attention_mask=attention_mask, **arguments)
     prefix, ids, mask = layout
