@@ -1,14 +1,18 @@
-"""Analysis generation with the shared instruction prefilled once against plain batched `generate`, on CPU.
+"""Generation with what its prompts share prefilled once against plain batched `generate`, on CPU.
 
     .venv/bin/python benchmarks/shared_prefix.py                  # embedded SmolLM2-135M, 1 to 16 analyses
+    .venv/bin/python benchmarks/shared_prefix.py --phase rollout  # 4 x 4, 2 x 8 and 16 x 4 rollouts
     .venv/bin/python benchmarks/shared_prefix.py --model PATH --counts 2,4 --repeats 1
 
-Every analysis prompt begins with the same instruction of about 480 tokens (`melrl/shared_prefix.py`). The script
-lets the model solve 16 `arith` problems twice (the `short` template, 48 new tokens), builds one analysis prompt
-per problem from its two solutions, and times one analysis call of 1, 2, 4, 10 and 16 prompts both ways, with
-the trainer's CPU decoding on for both. Every row decodes exactly `--new-tokens` tokens, so both ways do the same
-work and, with the same seed, sample the same tokens. Each call runs `--repeats` times, alternating the two ways;
-the median counts. Saves `benchmarks/results/shared_prefix.{json,png}`.
+Every analysis prompt begins with the same instruction of about 480 tokens, and every rollout prompt appears once
+per sample of its group (`melrl/shared_prefix.py`). For `--phase analysis` the script lets the model solve 16
+`arith` problems twice (the `short` template, 48 new tokens), builds one analysis prompt per problem from its two
+solutions, and times one analysis call of 1, 2, 4, 10 and 16 prompts. For `--phase rollout` it times one rollout
+call of P problems x G samples for each `--groups` entry PxG, the demo's template and prompts. Both ways run with
+the trainer's CPU decoding on. Every row decodes exactly `--new-tokens` tokens, so both ways do the same work
+and, with the same seed, sample the same tokens. Each call runs `--repeats` times, alternating the two ways; the
+median counts. Saves `benchmarks/results/shared_prefix.{json,png}` (analysis) or
+`benchmarks/results/shared_prefix_rollouts.{json,png}`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from timed_model import load_timed_model, prompt_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS, SOLUTION_TOKENS = 16, 48
-PLAIN, SHARED = "plain", "shared prefix"
+PLAIN, SHARED = "plain", "shared"
 
 
 def generate(model, tokenizer, prompts: list[list[int]], new_tokens: int, shared: bool) -> tuple[float, list]:
@@ -56,48 +60,73 @@ def analysis_prompts(model, tokenizer) -> list[list[int]]:
     return [prompt_ids(tokenizer, analysis_text(p, texts[2 * i], texts[2 * i + 1])) for i, p in enumerate(problems)]
 
 
-def measure(model, tokenizer, counts: list[int], new_tokens: int, repeats: int) -> dict:
+def analysis_calls(model, tokenizer, counts: list[int]) -> dict[str, list[list[int]]]:
     prompts = analysis_prompts(model, tokenizer)
-    generate(model, tokenizer, prompts[:2], 2, shared=True)  # warm-up
+    return {str(count): prompts[:count] for count in counts}
+
+
+def rollout_calls(tokenizer, groups: list[str]) -> dict[str, list[list[int]]]:
+    """For each PxG: P problems' prompts, each repeated G times in a row as TRL's sampler orders them."""
+    from melrl.data import load_records
+    from melrl.prompts import solve_text
+
+    shapes = {spec: tuple(int(n) for n in spec.split("x")) for spec in groups}
+    problems = [r.problem for r in load_records("arith", n=max(p for p, _ in shapes.values()), seed=0)]
+    prompts = [prompt_ids(tokenizer, solve_text(problem, "short")) for problem in problems]
+    return {spec: [ids for ids in prompts[:p] for _ in range(g)] for spec, (p, g) in shapes.items()}
+
+
+def measure(model, tokenizer, calls: dict[str, list[list[int]]], new_tokens: int, repeats: int) -> dict:
+    first = next(iter(calls.values()))
+    generate(model, tokenizer, first[:2], 2, shared=True)  # warm-up
     results = {}
-    for count in counts:
+    for name, prompts in calls.items():
         seconds, outputs = {PLAIN: [], SHARED: []}, {}
         for _ in range(repeats):
-            for name in (PLAIN, SHARED):
-                elapsed, outputs[name] = generate(model, tokenizer, prompts[:count], new_tokens, name == SHARED)
-                seconds[name].append(elapsed)
-        medians = {name: statistics.median(values) for name, values in seconds.items()}
-        results[str(count)] = {
-            "prompt_tokens": sum(len(p) for p in prompts[:count]),
+            for way in (PLAIN, SHARED):
+                elapsed, outputs[way] = generate(model, tokenizer, prompts, new_tokens, way == SHARED)
+                seconds[way].append(elapsed)
+        medians = {way: statistics.median(values) for way, values in seconds.items()}
+        results[name] = {
+            "rows": len(prompts),
+            "prompt_tokens": sum(len(p) for p in prompts),
             "same_tokens": outputs[PLAIN] == outputs[SHARED],
-            **{name: {"seconds": value, "tokens_per_second": count * new_tokens / value}
-               for name, value in medians.items()},
+            **{way: {"seconds": value, "tokens_per_second": len(prompts) * new_tokens / value}
+               for way, value in medians.items()},
         }
-        print(f"{count:3d} analyses: plain {medians[PLAIN]:6.2f} s, shared prefix {medians[SHARED]:6.2f} s "
-              f"({medians[PLAIN] / medians[SHARED]:.2f}x), same tokens {results[str(count)]['same_tokens']}",
-              flush=True)
+        print(f"{name:>5}: plain {medians[PLAIN]:6.2f} s, shared {medians[SHARED]:6.2f} s "
+              f"({medians[PLAIN] / medians[SHARED]:.2f}x), same tokens {results[name]['same_tokens']}", flush=True)
     return results
 
 
 def plot(results: dict, path: Path) -> None:
+    what = {"analysis": "analyses in the call", "rollout": "problems x samples in the call"}[results["phase"]]
     plot_two_ways(results, path, (PLAIN, SHARED), "seconds", list(results["calls"]), "seconds",
-                  f"analyses in the call ({results['new_tokens']} new tokens each)")
+                  f"{what} ({results['new_tokens']} new tokens each)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--counts", default="1,2,4,10,16")
+    parser.add_argument("--phase", choices=("analysis", "rollout"), default="analysis")
+    parser.add_argument("--counts", default="1,2,4,10,16", help="analyses per call (--phase analysis)")
+    parser.add_argument("--groups", default="4x4,2x8,16x4", help="problems x samples per call (--phase rollout)")
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "shared_prefix.json"))
+    parser.add_argument("--output", help="default: benchmarks/results/shared_prefix.json, or "
+                                         "shared_prefix_rollouts.json for --phase rollout")
     args = parser.parse_args(argv)
+    output = args.output or ROOT / "benchmarks" / "results" / (
+        "shared_prefix.json" if args.phase == "analysis" else "shared_prefix_rollouts.json")
 
     model, tokenizer, threads = load_timed_model(args.model)
-    counts = [int(c) for c in args.counts.split(",")]
-    results = {"model": args.model, "threads": threads, "new_tokens": args.new_tokens, "repeats": args.repeats,
-               "calls": measure(model, tokenizer, counts, args.new_tokens, args.repeats)}
-    save_results(results, args.output, plot)
+    if args.phase == "analysis":
+        calls = analysis_calls(model, tokenizer, [int(c) for c in args.counts.split(",")])
+    else:
+        calls = rollout_calls(tokenizer, args.groups.split(","))
+    results = {"model": args.model, "threads": threads, "phase": args.phase, "new_tokens": args.new_tokens,
+               "repeats": args.repeats, "calls": measure(model, tokenizer, calls, args.new_tokens, args.repeats)}
+    save_results(results, output, plot)
     return 0
 
 

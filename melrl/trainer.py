@@ -3,15 +3,16 @@
 What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
 - `_calculate_rewards` also keeps the step's rollouts and verdicts;
 - `_generate_and_score_completions` runs the meta-experience phase after scoring (analysis, parsing, leak check,
-  replay, verdicts) on the rollout engine, one batched generate call per phase, whose prompts' shared
-  instruction transformers' `generate` prefills once (`melrl.shared_prefix`);
+  replay, verdicts) on the rollout engine, one batched generate call per phase;
 - `_generate_and_score_completions` replaces TRL's advantages for `algorithm` `reinforce_pp`,
   `reinforce_pp_baseline` and `rft` (`melrl.algorithms.compute_advantages`);
 - `_compute_loss` uses the RFT loss for `algorithm: rft`, and adds `mel_coef` × the NLL of the kept
   meta-experiences assigned to the micro-step; with one process or DDP the NLL takes its own backward pass
   first, which keeps the peak memory of that micro-step at that of a plain update's;
 - with `cpu_memory_release` on CPU, memory freed between generation and update goes back to the system;
-- `_generate_single_turn` decodes few sequences weight-major on CPU (`melrl.cpu_decoding`);
+- `_generate_single_turn` prefills what its prompts share once (a rollout prompt's G copies, the instruction
+  every analysis or replay prompt begins with; `melrl.shared_prefix`) and decodes few sequences weight-major on
+  CPU (`melrl.cpu_decoding`);
 - `_get_per_token_logps_and_entropies` scores completions from plain logits on CPU, where TRL's tiled LM head
   (written for Triton) scores every prompt position as well and takes 5-8x longer;
 - `training_step` skips the update of a step whose loss is not finite (logged, never saved);
@@ -269,8 +270,10 @@ class MELTrainer(GRPOTrainer):
                     setattr(target, name, value)
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
-        # Every transformers generation of the step (rollouts, analyses, replays) decodes the fast way on CPU.
-        with fast_cpu_decoding(self.model, sequences=len(prompt_ids), enabled=not self.use_vllm):
+        # Every transformers generation of the step (rollouts, analyses, replays) prefills what its prompts share
+        # once, and decodes the fast way on CPU.
+        with (fast_cpu_decoding(self.model, sequences=len(prompt_ids), enabled=not self.use_vllm),
+              shared_prefix_generation(self.accelerator.unwrap_model(self.model_wrapped), enabled=not self.use_vllm)):
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
 
     def _generate_distributed(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
@@ -283,8 +286,7 @@ class MELTrainer(GRPOTrainer):
         mine = list(range(rank, len(prompt_ids), world))
         per_rank = -(-len(prompt_ids) // world)
         local = [prompt_ids[i] for i in mine] + [prompt_ids[0]] * (per_rank - len(mine))
-        with (self._generation_budget(max_new_tokens),
-              shared_prefix_generation(self.accelerator.unwrap_model(self.model_wrapped), enabled=not self.use_vllm)):
+        with self._generation_budget(max_new_tokens):
             completions, _ = self._generate_single_turn(local, None, {}, 1)
         gathered = gather_object([(i, list(c)) for i, c in zip(mine, completions)])
         results: list[list[int]] = [[] for _ in prompt_ids]

@@ -14,6 +14,7 @@ import torch
 from melrl.evaluation import average_metrics, benchmark_metrics, compare, markdown_table, pass_at_k
 from melrl.evaluation.backends import Request, RowSampler, TransformersBackend, choose_backend, vllm_available
 from melrl.evaluation.runner import BENCHMARKS, evaluate, load_problems
+from melrl import shared_prefix
 from melrl.jsonl import read_jsonl
 
 from tests.helpers import needs_data
@@ -133,11 +134,21 @@ def test_a_sample_does_not_depend_on_its_batch(tiny):
     assert alone[0].tokens == 12 and alone[0].finish == "length"
 
 
-def test_shared_prefill_gives_the_same_completions(tiny):
-    requests = [Request(prompt, t, seed, 10) for prompt in ("What is 2 + 3?", "Name a prime number larger than 10.")
+@pytest.mark.parametrize("preamble", ["", "Solve the problem below step by step, then give the final answer. " * 3])
+def test_shared_prefill_gives_the_same_completions(tiny, monkeypatch, preamble):
+    plans = []
+    original = shared_prefix.shared_prefill_plan
+    monkeypatch.setattr(shared_prefix, "shared_prefill_plan",
+                        lambda *a, **kw: plans.append(original(*a, **kw)) or plans[-1])
+    questions = ("What is 2 + 3? Think about it carefully and explain every step of your reasoning.",
+                 "Name a prime number larger than 10, and explain why it has no divisor but one and itself.")
+    requests = [Request(preamble + question, t, seed, 10) for question in questions
                 for t, seed in ((0.0, None), (1.0, 1), (1.0, 2))]
     shared = TransformersBackend(*tiny, share_prefill=True).generate(requests)
+    monkeypatch.undo()
     assert shared == TransformersBackend(*tiny, share_prefill=False).generate(requests)
+    (plan,) = plans
+    assert plan.distinct_ids.size(0) == 2 and plan.prefix.size(1) >= (40 if preamble else 0)
 
 
 def test_backend_choice():

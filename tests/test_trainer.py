@@ -273,20 +273,30 @@ def test_every_phase_runs_on_trls_continuous_batching(tiny_model_dir, tmp_path, 
     assert line["nll"] is not None
 
 
-def test_analyses_and_replays_prefill_their_shared_instruction_once(tiny_model_dir, tmp_path, monkeypatch):
+def test_every_generation_prefills_what_its_prompts_share_once(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)
     monkeypatch.setattr(trainer_module, "verify_batch", lambda texts, golds, **kw: [True] * len(texts))
-    prefixes = []
-    original = shared_prefix.prefill
-    monkeypatch.setattr(shared_prefix, "prefill", lambda model, ids: prefixes.append(ids) or original(model, ids))
+    plans = []
+    original = shared_prefix.shared_prefill_plan
+
+    def record(*args, **kwargs):
+        plans.append(original(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(shared_prefix, "shared_prefill_plan", record)
     trainer = make_trainer(tiny_model_dir, tmp_path, max_steps=1, max_pairs_per_prompt=2, replay_samples=2)
     trainer.train()
 
     (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert line["constructed"] >= 2 and line["replayed"] >= 1
-    analysis, replay = [trainer.processing_class.decode(p[0]) for p in prefixes]  # rollouts take TRL's own path
-    assert ANALYSIS_TEMPLATE.split("{question}")[0].strip() in analysis
-    assert REPLAY_TEMPLATE.split("{experience}")[0].strip() in replay
+    rollouts, analysis, replay = plans
+    assert rollouts.rows.numel() == line["rollouts"]
+    assert rollouts.distinct_ids.size(0) == line["rollouts"] // trainer.num_generations  # each prompt once
+    decode = trainer.processing_class.decode
+    assert ANALYSIS_TEMPLATE.split("{question}")[0].strip() in decode(analysis.prefix[0])
+    # each replayed meta-experience is solved twice from the same prompt
+    assert (replay.distinct_ids.size(0), replay.rows.numel()) == (line["replayed"], 2 * line["replayed"])
+    assert REPLAY_TEMPLATE.split("{experience}")[0].strip() in decode(replay.distinct_ids[0])
 
 
 def linear_layers(model):

@@ -9,7 +9,6 @@ on which other requests share its batch: a resumed evaluation draws the same sam
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from ..cpu_decoding import fast_cpu_decoding
+from ..shared_prefix import shared_prefix_generation
 
 TRANSFORMERS_BATCH_SIZE = 32  # sequences per generate call
 VLLM_BATCH_SIZE = 2048  # sequences handed to vLLM at once; it schedules them itself
@@ -85,7 +85,8 @@ class RowSampler(LogitsProcessor):
 
 class TransformersBackend:
     """Batched `model.generate` with left padding on whatever device the model is on; a prompt shared by several
-    requests (the greedy answer and the samples of one problem) is encoded once (`share_prefill`)."""
+    requests (the greedy answer and the samples of one problem) and the start all prompts share are encoded once
+    (`share_prefill`, `melrl.shared_prefix`)."""
 
     name = "transformers"
 
@@ -94,10 +95,6 @@ class TransformersBackend:
         self.tokenizer = tokenizer
         self.batch_size = batch_size or TRANSFORMERS_BATCH_SIZE
         self.share_prefill = share_prefill
-        # The prefill needs the cache, not the logits; most causal LMs can skip all but the last position.
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the model
-        self._one_logit = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters \
-            else {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = _eos_ids(model, tokenizer)
 
@@ -108,22 +105,19 @@ class TransformersBackend:
         return out
 
     def _generate_batch(self, requests: Sequence[Request]) -> list[Completion]:
-        unique = list(dict.fromkeys(r.prompt for r in requests))
-        slot = {prompt: i for i, prompt in enumerate(unique)}
-        input_ids, mask = self._left_padded(self.tokenizer(unique)["input_ids"])  # (U, P), (U, P)
+        input_ids, mask = self._left_padded(self.tokenizer([r.prompt for r in requests])["input_ids"])  # (B, P)
         width = input_ids.size(1)
-        rows = torch.tensor([slot[r.prompt] for r in requests], device=input_ids.device)  # (B,)
-        cache = self._prefill(input_ids, mask, rows) if self.share_prefill and len(unique) < len(requests) else None
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in requests), do_sample=False, use_cache=True,
             eos_token_id=sorted(self.eos_ids), pad_token_id=self.pad_id,
         )
         sampler = RowSampler([r.temperature for r in requests], [r.seed for r in requests])
         # not inference_mode: in training, tensors cached here may later need autograd
-        with torch.no_grad(), fast_cpu_decoding(self.model, sequences=len(requests)):
+        with (torch.no_grad(), fast_cpu_decoding(self.model, sequences=len(requests)),
+              shared_prefix_generation(self.model, enabled=self.share_prefill)):
             output = self.model.generate(
-                input_ids=input_ids[rows], attention_mask=mask[rows], past_key_values=cache,
-                generation_config=config, logits_processor=LogitsProcessorList([sampler]),
+                input_ids=input_ids, attention_mask=mask, generation_config=config,
+                logits_processor=LogitsProcessorList([sampler]),
             )
         generated = output[:, width:].tolist()  # (B, <= budget)
         return [self._completion(tokens[: r.max_new_tokens]) for tokens, r in zip(generated, requests)]
@@ -134,19 +128,6 @@ class TransformersBackend:
         input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in token_ids], device=device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in token_ids], device=device)
         return input_ids, mask
-
-    def _prefill(self, input_ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor):
-        """The KV cache of each distinct prompt but its last token, computed once and copied to its rows.
-
-        The greedy answer and the k samples of a problem share their prompt: without this, `generate` would
-        encode it 1 + k times. Positions follow the attention mask, as `generate` computes them.
-        """
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, P)
-        with torch.no_grad():
-            cache = self.model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1],
-                               position_ids=positions[:, :-1], use_cache=True, **self._one_logit).past_key_values
-        cache.batch_select_indices(rows)  # (U, ...) -> (B, ...): row i gets its prompt's cache
-        return cache
 
     def _completion(self, tokens: list[int]) -> Completion:
         end = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
