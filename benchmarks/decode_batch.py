@@ -5,13 +5,14 @@
 
 A decode step reads every weight once whatever the batch, so while the batch is small its time hardly grows
 with the batch and tokens per second grow in proportion to it. Rollouts decode G x prompts sequences at once;
-the analysis and replay phases decode one sequence per pair, typically a handful. On top of that, MKL computes
-`F.linear` slowly for a few rows; the trainer and the evaluation multiply weight-major instead
-(`melrl/cpu_decoding.py`).
+the analysis and replay phases decode one sequence per pair, typically a handful. On top of that, on some CPUs MKL
+computes `F.linear` slowly for a few rows; where timing shows the weight-major product faster, the trainer and the
+evaluation use it instead (`melrl/cpu_decoding.py`).
 
 The script times sampled decode steps of random prompts at a rollout-like context (50 tokens) and an
 analysis-like one (700 tokens) for each batch size, plainly and with `fast_cpu_decoding` (median of
-`--repeats`), and the output layer alone for 1 to `MAX_ROWS` rows both ways. Saves
+`--repeats`; the weight-major column always multiplies weight-major), and the output layer alone for 1 to
+`MAX_ROWS` rows both ways, with the order the trainer picks on this host. Saves
 `benchmarks/results/decode_batch.{json,png}`.
 """
 
@@ -80,7 +81,8 @@ def plot(results: dict, path: Path) -> None:
     right.set_xscale("log", base=2)
     for ax in (left, right):
         ax.legend(fontsize=7)
-    fig.suptitle(f"{results['model']}, {results['threads']} threads", fontsize=9)
+    fig.suptitle(f"{results['model']}, {results['threads']} threads, {results.get('cpu_capability', '?')} CPU",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -100,18 +102,19 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    from melrl.cpu_decoding import MAX_ROWS, fast_cpu_decoding, weight_major_linear
+    from melrl.cpu_decoding import MAX_ROWS, cpu_name, fast_cpu_decoding, weight_major_pays, weight_major_product
     from melrl.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(args.model)
     model.eval()
     decode_step_seconds(model, 1, 8, 4)  # warm-up
-    results = {"model": args.model, "threads": torch.get_num_threads(), "contexts": {}, "output_layer": []}
+    results = {"model": args.model, "threads": torch.get_num_threads(), "cpu": cpu_name(),
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "contexts": {}, "output_layer": []}
     for context in map(int, args.contexts.split(",")):
         modes = {"plain": [], "weight-major": []}
         for batch in map(int, args.batches.split(",")):
             for mode in modes:
-                with fast_cpu_decoding(model, sequences=batch, enabled=mode == "weight-major"):
+                with fast_cpu_decoding(model, sequences=batch, enabled=mode == "weight-major", measure=False):
                     seconds = statistics.median(decode_step_seconds(model, batch, context, args.new_tokens)
                                                 for _ in range(args.repeats))
                 modes[mode].append({"batch": batch, "ms_per_step": 1000 * seconds,
@@ -123,9 +126,11 @@ def main() -> int:
     weight = model.get_output_embeddings().weight.detach()
     for rows in range(1, MAX_ROWS + 1):
         plain = output_layer_ms(torch.nn.functional.linear, weight, rows)
-        fast = output_layer_ms(weight_major_linear, weight, rows)
-        results["output_layer"].append({"rows": rows, "plain": plain, "weight-major": fast})
-        print(f"output layer, {rows:2d} rows: {plain:5.1f} ms plain, {fast:5.1f} ms weight-major", flush=True)
+        fast = output_layer_ms(weight_major_product, weight, rows)
+        chosen = "weight-major" if weight_major_pays(weight, rows) else "plain"
+        results["output_layer"].append({"rows": rows, "plain": plain, "weight-major": fast, "trainer_uses": chosen})
+        print(f"output layer, {rows:2d} rows: {plain:5.1f} ms plain, {fast:5.1f} ms weight-major; "
+              f"the trainer uses {chosen}", flush=True)
     save_results(results, args.output, plot)
     return 0
 
