@@ -8,9 +8,9 @@ rows; on a host with AMX and AVX-512 FP16, 3.8 ms as `F.linear` and 8.8 ms weigh
 (`benchmarks/decode_batch.py` times both ways). So the order is chosen by measurement: the first time a weight
 shape meets a number of rows on a host, `weight_major_pays` times both products on that shape and keeps the answer
 in `<cache dir>/cpu_decoding.json`, so that every later run on the host multiplies in the same order and a run
-with the same seed samples the same tokens (the orders round differently). While `fast_cpu_decoding` is active, every float32 `nn.Linear` of the model computes inputs of at most
-`MAX_ROWS` rows in the order that won. Prompts, the KV cache and sampling are untouched; results equal
-`F.linear`'s up to rounding.
+with the same seed samples the same tokens (the orders round differently). While `fast_cpu_decoding` is active,
+every float32 `nn.Linear` of the model computes inputs of at most `MAX_ROWS` rows in the order that won. Prompts,
+the KV cache and sampling are untouched; results equal `F.linear`'s up to rounding.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ TIMING_SECONDS = 0.02  # per order and shape, once per host
 DECISIONS_FILE = "cpu_decoding.json"
 
 _decisions: dict[str, bool] | None = None  # this host's answers, read from the cache once per process
+_answers: dict[tuple, bool] = {}  # the same answers by shape, as the layers ask
 
 
 def weight_major_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -61,10 +62,19 @@ def product_seconds(product, x: torch.Tensor, weight: torch.Tensor) -> float:
 def weight_major_pays(weight: torch.Tensor, rows: int) -> bool:
     """Whether the weight-major product of `rows` rows beats `F.linear` by `REQUIRED_SPEEDUP` on this weight's shape;
     timed on random rows the first time a shape, row count and thread count meet on this host, then remembered."""
+    threads = torch.get_num_threads()
+    answer = _answers.get((weight.shape, weight.dtype, rows, threads))
+    if answer is None:  # called for every layer of every decode step: only a first meeting may read or time
+        answer = _saved_or_timed_answer(weight, rows, threads)
+        _answers[(weight.shape, weight.dtype, rows, threads)] = answer
+    return answer
+
+
+def _saved_or_timed_answer(weight: torch.Tensor, rows: int, threads: int) -> bool:
     global _decisions
     if _decisions is None:
         _decisions = _read_decisions()
-    key = (f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {weight.dtype} | "
+    key = (f"{cpu_name()} | torch {torch.__version__} | {threads} threads | {weight.dtype} | "
            f"{weight.size(0)}x{weight.size(1)} | {rows} rows")
     if key not in _decisions:
         with torch.no_grad():

@@ -21,6 +21,12 @@ def test_weight_major_products_equal_f_linear(shape, bias, product):
     torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, b))
 
 
+def forget_answers(monkeypatch):
+    """As a new process starts: nothing read from the cache file or remembered yet."""
+    monkeypatch.setattr(cpu_decoding, "_decisions", None)
+    monkeypatch.setattr(cpu_decoding, "_answers", {})
+
+
 @pytest.fixture
 def timings(monkeypatch, tmp_path):
     """Seconds each product takes, as the test sets them; records what was timed."""
@@ -33,11 +39,12 @@ def timings(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cpu_decoding, "product_seconds", fake)
     monkeypatch.setenv("MELRL_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(cpu_decoding, "_decisions", None)
+    forget_answers(monkeypatch)
     return seconds, timed
 
 
-@pytest.mark.parametrize(("plain", "weight_major", "expected"), [(1.0, 0.5, True), (1.0, 0.9, False), (0.5, 1.0, False)])
+@pytest.mark.parametrize(("plain", "weight_major", "expected"),
+                         [(1.0, 0.5, True), (1.0, 0.9, False), (0.5, 1.0, False)])
 def test_weight_major_is_chosen_only_where_it_is_clearly_faster(timings, plain, weight_major, expected):
     seconds, timed = timings
     seconds.update(plain=plain, weight_major=weight_major)
@@ -58,11 +65,11 @@ def test_answers_are_kept_for_later_runs_on_the_host(timings, monkeypatch, tmp_p
     saved = json.loads((tmp_path / "cpu_decoding.json").read_text())
     assert list(saved.values()) == [True] and "6x8 | 3 rows" in next(iter(saved))
     seconds.update(weight_major=2.0)
-    monkeypatch.setattr(cpu_decoding, "_decisions", None)  # a new process on the same host
+    forget_answers(monkeypatch)  # a new process on the same host
     assert weight_major_pays(torch.randn(6, 8), 3)
     assert len(timed) == 2
     (tmp_path / "cpu_decoding.json").write_text("{not json")
-    monkeypatch.setattr(cpu_decoding, "_decisions", None)
+    forget_answers(monkeypatch)
     assert not weight_major_pays(torch.randn(6, 8), 3)
     assert len(timed) == 4 and "cpu_decoding.json" in caplog.text
     assert list(json.loads((tmp_path / "cpu_decoding.json").read_text()).values()) == [False]
@@ -70,7 +77,7 @@ def test_answers_are_kept_for_later_runs_on_the_host(timings, monkeypatch, tmp_p
 
 def test_timing_leaves_the_random_stream_alone(monkeypatch, tmp_path):
     monkeypatch.setenv("MELRL_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(cpu_decoding, "_decisions", None)
+    forget_answers(monkeypatch)
     weight = torch.randn(6, 8)
     torch.manual_seed(0)
     expected = torch.rand(3)
@@ -102,8 +109,6 @@ def small_model():
 
 
 def test_model_runs_weight_major_inside_the_block_and_plainly_after(monkeypatch, timings):
-    import melrl.cpu_decoding as cpu_decoding
-
     calls = []
     original = cpu_decoding.weight_major_linear
     monkeypatch.setattr(cpu_decoding, "weight_major_linear", lambda *a: calls.append(1) or original(*a))
