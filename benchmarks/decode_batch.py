@@ -30,20 +30,24 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def decode_step_seconds(model, batch: int, context: int, new_tokens: int) -> float:
-    """Seconds per decode step: a full generation minus its prefill, over the decode steps."""
+def decode_step_seconds(model, batch: int, context: int, new_tokens: int, new_cache=None) -> float:
+    """Seconds per decode step: a full generation minus its prefill, over the decode steps. `new_cache()`, if
+    given, makes the cache each generation starts from."""
     import torch
 
     ids = torch.randint(100, 1000, (batch, context))
     kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.7,
                   top_k=0, pad_token_id=0)
+
+    def seconds(tokens: int) -> float:
+        cache = {} if new_cache is None else {"past_key_values": new_cache()}
+        start = time.perf_counter()
+        model.generate(**kwargs, **cache, max_new_tokens=tokens, min_new_tokens=tokens)
+        return time.perf_counter() - start
+
     with torch.no_grad():
-        start = time.perf_counter()
-        model.generate(**kwargs, max_new_tokens=1, min_new_tokens=1)
-        prefill = time.perf_counter() - start
-        start = time.perf_counter()
-        model.generate(**kwargs, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-        total = time.perf_counter() - start
+        prefill = seconds(1)
+        total = seconds(new_tokens)
     return max(total - prefill, 1e-9) / (new_tokens - 1)
 
 

@@ -10,6 +10,7 @@ their 48 new tokens another 10 s.
 prompts once, then copies the cache to every row. Each row is laid out as prefix | padding | rest of the prompt.
 The prompt keeps its width, so the completion starts where the caller expects it; position ids follow the
 attention mask, so every token keeps its position. Tokens and scores equal plain generation's up to rounding.
+Decoding writes into a cache with room to spare (`melrl.kv_cache`) instead of copying the cache at every step.
 Whatever the layout cannot serve (right padding, nothing shared, a static or sliding-window cache, extra model
 inputs) goes to plain `generate`.
 """
@@ -25,6 +26,8 @@ import torch
 from transformers import DynamicCache, GenerationConfig
 from transformers.cache_utils import DynamicLayer
 
+from .kv_cache import growing_cache
+
 MIN_SHARED_TOKENS = 32  # below this the extra forward call costs about what sharing saves
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # that serve the prefix layout, with padding inside a row
 # What `generate` takes besides the prompt and still serves from a shared prefix
@@ -34,7 +37,8 @@ GENERATION_SETTINGS = set(GenerationConfig().to_dict()) | {"logits_processor", "
 
 @contextmanager
 def shared_prefix_generation(model: torch.nn.Module, enabled: bool = True):
-    """While active, `model.generate(input_ids=..., attention_mask=...)` prefills what the rows share once."""
+    """While active, `model.generate(input_ids=..., attention_mask=...)` prefills what the rows share once and
+    decodes into a `GrowingLayer` cache."""
     if not enabled:
         yield
         return
@@ -69,10 +73,13 @@ def generate_with_shared_prefix(model, generate: Callable, input_ids=None, atten
     share_prefix = getattr(model.config, "_attn_implementation", None) in ATTENTION_IMPLEMENTATIONS
     plan = shared_prefill_plan(input_ids, attention_mask, pad_id=setting("pad_token_id", 0),
                                share_prefix=share_prefix) if fits else None
-    if plan is None:
+    if not fits:
         return generate(input_ids=input_ids, attention_mask=attention_mask, **arguments)
+    if plan is None:
+        return generate(input_ids=input_ids, attention_mask=attention_mask,
+                        past_key_values=growing_cache(DynamicCache(config=model.config)), **arguments)
     return generate(input_ids=plan.input_ids, attention_mask=plan.attention_mask,
-                    past_key_values=plan.prefill(model), **arguments)
+                    past_key_values=growing_cache(plan.prefill(model)), **arguments)
 
 
 @dataclass
