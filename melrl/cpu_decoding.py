@@ -143,14 +143,17 @@ def applies_to(model: torch.nn.Module) -> bool:
 @contextmanager
 def fast_cpu_decoding(model: torch.nn.Module, sequences: int, enabled: bool = True, measure: bool = True):
     """Route the model's float32 `nn.Linear` layers through `weight_major_linear` while the block decodes
-    `sequences` sequences together; nothing is installed for more than `MAX_ROWS`. `measure=False` multiplies
-    weight-major without timing which order is faster (to compare the two)."""
+    `sequences` sequences together; nothing is installed for more than `MAX_ROWS`, nor on a layer whose shape
+    multiplies faster with `F.linear` for every row count up to `MAX_ROWS` (the wrapper would only cost a Python
+    call). `measure=False` multiplies weight-major without timing which order is faster (to compare the two)."""
     if not (enabled and sequences <= MAX_ROWS and applies_to(model)):
         yield
         return
     patched = []
     for module in model.modules():
         if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32 and "forward" not in vars(module):
+            if measure and not any(weight_major_pays(module.weight, rows) for rows in range(1, MAX_ROWS + 1)):
+                continue
             module.forward = partial(_weight_major_forward, module, measure)
             patched.append(module)
     try:

@@ -109,6 +109,7 @@ def small_model():
 
 
 def test_model_runs_weight_major_inside_the_block_and_plainly_after(monkeypatch, timings):
+    timings[0].update(plain=1.0, weight_major=0.5)
     calls = []
     original = cpu_decoding.weight_major_linear
     monkeypatch.setattr(cpu_decoding, "weight_major_linear", lambda *a: calls.append(1) or original(*a))
@@ -121,11 +122,27 @@ def test_model_runs_weight_major_inside_the_block_and_plainly_after(monkeypatch,
     assert len(calls) == 2 and not any("forward" in vars(m) for m in model)
 
 
-def test_forward_is_restored_even_on_error():
+def test_forward_is_restored_even_on_error(timings):
+    timings[0].update(plain=1.0, weight_major=0.5)
     model = small_model()
     with pytest.raises(RuntimeError), fast_cpu_decoding(model, sequences=1):
         assert all("forward" in vars(m) for m in model if isinstance(m, torch.nn.Linear))
         raise RuntimeError("stop")
+    assert not any("forward" in vars(m) for m in model)
+
+
+def test_only_layers_whose_shape_multiplies_faster_weight_major_for_some_row_count_are_wrapped(timings, monkeypatch):
+    def seconds(product, x, weight):  # weight-major wins only for the first layer's shape, and only at 2 rows
+        wins = product is not torch.nn.functional.linear and tuple(weight.shape) == (16, 8) and x.size(0) == 2
+        return 0.5 if wins else 1.0
+
+    monkeypatch.setattr(cpu_decoding, "product_seconds", seconds)
+    model = small_model()
+    x = torch.randn(3, 1, 8)
+    expected = model(x)
+    with fast_cpu_decoding(model, sequences=1):
+        assert ["forward" in vars(m) for m in model] == [True, False, False]
+        torch.testing.assert_close(model(x), expected)
     assert not any("forward" in vars(m) for m in model)
 
 
