@@ -32,7 +32,7 @@ class GrowingLayer(DynamicLayer):
             self._key_buffer = self._value_buffer = None
         end = length + key_states.shape[-2]
         if self._key_buffer is None or end > self._key_buffer.shape[-2] or not self._fits(key_states):
-            self._move_to_buffers(end, key_states, value_states)
+            self._move_to_buffers(length, end, key_states, value_states)
         self._key_buffer[..., length:end, :] = key_states
         self._value_buffer[..., length:end, :] = value_states
         self.keys = self._key_buffer[..., :end, :]
@@ -53,9 +53,9 @@ class GrowingLayer(DynamicLayer):
         return (buffer.shape[:-2] == states.shape[:-2] and buffer.shape[-1] == states.shape[-1]
                 and buffer.dtype == states.dtype and buffer.device == states.device)
 
-    def _move_to_buffers(self, needed: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+    def _move_to_buffers(self, length: int, needed: int, key_states: torch.Tensor, value_states: torch.Tensor):
+        """New buffers for `needed` tokens and spare room, holding the `length` tokens cached so far."""
         capacity = needed + max(SPARE_TOKENS, int(needed * SPARE_FRACTION))
-        length = self.get_seq_length()
         buffers = []
         for old, new in ((self.keys, key_states), (self.values, value_states)):
             buffer = new.new_empty((*new.shape[:-2], capacity, new.shape[-1]))

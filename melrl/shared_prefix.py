@@ -70,16 +70,17 @@ def generate_with_shared_prefix(model, generate: Callable, input_ids=None, atten
         return default if value is None else value
 
     fits = input_ids is not None and attention_mask is not None and _settings_fit(model, set(kwargs), setting)
-    share_prefix = getattr(model.config, "_attn_implementation", None) in ATTENTION_IMPLEMENTATIONS
-    plan = shared_prefill_plan(input_ids, attention_mask, pad_id=setting("pad_token_id", 0),
-                               share_prefix=share_prefix) if fits else None
     if not fits:
         return generate(input_ids=input_ids, attention_mask=attention_mask, **arguments)
+    share_prefix = getattr(model.config, "_attn_implementation", None) in ATTENTION_IMPLEMENTATIONS
+    plan = shared_prefill_plan(input_ids, attention_mask, pad_id=setting("pad_token_id", 0),
+                               share_prefix=share_prefix)
     if plan is None:
-        return generate(input_ids=input_ids, attention_mask=attention_mask,
-                        past_key_values=growing_cache(DynamicCache(config=model.config)), **arguments)
-    return generate(input_ids=plan.input_ids, attention_mask=plan.attention_mask,
-                    past_key_values=growing_cache(plan.prefill(model)), **arguments)
+        cache = DynamicCache(config=model.config)
+    else:
+        input_ids, attention_mask, cache = plan.input_ids, plan.attention_mask, plan.prefill(model)
+    return generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=growing_cache(cache),
+                    **arguments)
 
 
 @dataclass

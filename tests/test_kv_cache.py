@@ -74,8 +74,13 @@ def test_states_changed_from_outside_are_taken_over(change):
         update_both(plain, growing, 1, seed=step + 2)
 
 
-def test_a_filled_dynamic_cache_keeps_its_states_when_it_grows(tiny_model_dir):
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
     model, _ = load_model_and_tokenizer(tiny_model_dir)
+    return model.eval()
+
+
+def test_a_filled_dynamic_cache_keeps_its_states_when_it_grows(model):
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(input_ids=torch.arange(5, 25).unsqueeze(0), past_key_values=cache, use_cache=True)
@@ -83,12 +88,6 @@ def test_a_filled_dynamic_cache_keeps_its_states_when_it_grows(tiny_model_dir):
     growing_cache(cache)
     assert all(type(layer) is GrowingLayer for layer in cache.layers)
     assert all(torch.equal(layer.keys, keys) for layer, keys in zip(cache.layers, before))
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    model, _ = load_model_and_tokenizer(tiny_model_dir)
-    return model.eval()
 
 
 @pytest.mark.parametrize("rows", [[30], [30, 12]])
