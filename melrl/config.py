@@ -35,6 +35,10 @@ class MELConfig(GRPOConfig):
         replay_threshold (`float`, defaults to `1.0`): fraction of replay answers that must verify to keep it.
         replay_max_new_tokens (`int` or `None`): token budget of a replay answer; `None` uses
             `max_completion_length`.
+        nll_packing (`bool`, defaults to `True`): with sdpa or eager attention, train the kept meta-experiences in
+            packs that compute the prefix their analysis contexts share (the instruction, at least) once, each pack
+            at most `analysis_max_prompt_length + analysis_max_new_tokens` tokens (`melrl.nll_packing`). Off, or
+            with other attention implementations, each meta-experience is a row of its own.
         leak_check (`bool`, defaults to `True`): reject meta-experiences whose heuristics or summary contain the
             gold answer or the problem's distinctive numbers.
         prompt_template (`str`, defaults to `"qwen-boxed"`): solve template; decides how answers are extracted.
@@ -61,6 +65,7 @@ class MELConfig(GRPOConfig):
     replay_samples: int = field(default=1, metadata={"help": "Replay answers per meta-experience."})
     replay_threshold: float = field(default=1.0, metadata={"help": "Fraction of replays that must verify."})
     replay_max_new_tokens: int | None = field(default=None, metadata={"help": "Replay budget (default: rollout's)."})
+    nll_packing: bool = field(default=True, metadata={"help": "Train meta-experiences in shared-prefix packs."})
     leak_check: bool = field(default=True, metadata={"help": "Reject meta-experiences that leak the answer."})
     prompt_template: str = field(default="qwen-boxed", metadata={"help": f"One of {sorted(SOLVE_TEMPLATES)}."})
     verifier_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed per verification."})

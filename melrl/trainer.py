@@ -7,8 +7,9 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
 - `_generate_and_score_completions` replaces TRL's advantages for `algorithm` `reinforce_pp`,
   `reinforce_pp_baseline` and `rft` (`melrl.algorithms.compute_advantages`);
 - `_compute_loss` uses the RFT loss for `algorithm: rft`, and adds `mel_coef` × the NLL of the kept
-  meta-experiences assigned to the micro-step; with one process or DDP the NLL takes its own backward pass
-  first, which keeps the peak memory of that micro-step at that of a plain update's;
+  meta-experiences assigned to the micro-step, packed so that their shared context is computed once
+  (`melrl.nll_packing`); with one process or DDP the NLL takes its own backward pass first, which keeps the peak
+  memory of that micro-step at that of a plain update's;
 - with `cpu_memory_release` on CPU, memory freed between generation and update goes back to the system;
 - `_generate_single_turn` prefills what its prompts share once (a rollout prompt's G copies, the instruction
   every analysis or replay prompt begins with; `melrl.shared_prefix`) and decodes few sequences weight-major on
@@ -44,6 +45,8 @@ from .cpu_decoding import fast_cpu_decoding
 from .experience import retention_ratio, select_pairs
 from .jsonl import JsonlWriter
 from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
+from .nll_packing import ATTENTION_IMPLEMENTATIONS as PACKING_ATTENTION
+from .nll_packing import Pack, pack, packed_batch, segment_mean_nll
 from .prompts import ANSWER_FORMAT, render
 from .rewards import make_accuracy_reward
 from .runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
@@ -220,8 +223,7 @@ class MELTrainer(GRPOTrainer):
         stats.time["replay"] += time.perf_counter() - start
 
         kept = [job for job in jobs if job.kept]
-        stats.add(replayed=len(candidates), kept=len(kept), nll_tokens=sum(len(j.analysis_ids) for j in kept),
-                  nll_context_tokens=sum(len(j.analysis_prompt_ids) for j in kept))
+        stats.add(replayed=len(candidates), kept=len(kept), nll_tokens=sum(len(j.analysis_ids) for j in kept))
         if self.accelerator.is_main_process:
             for job in jobs:
                 self._experience_writer.append(job.record(step))
@@ -301,21 +303,44 @@ class MELTrainer(GRPOTrainer):
         return self.args.meta_experience and self.args.mel_coef > 0
 
     def _assign_nll(self, kept: list[MetaExperienceJob]) -> None:
-        """Spread the kept meta-experiences over ranks and micro-step slices; pad slices other ranks use."""
+        """Spread the kept meta-experiences, in packs where `_packs_nll` or one row each, over ranks and micro-step
+        slices; pad slices other ranks use."""
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         slices = self.args.steps_per_generation
         self._nll_global_count = len(kept)
         if not kept or not self._internalizing:
             return
-        used: dict[int, list[MetaExperienceJob]] = {}
-        for k, job in enumerate(kept):
+        contexts, targets = [j.analysis_prompt_ids for j in kept], [j.analysis_ids for j in kept]
+        if self._packs_nll:
+            units = pack(contexts, targets, self.args.analysis_max_prompt_length + self.args.analysis_max_new_tokens)
+            context_tokens = sum(p.length - sum(map(len, p.targets)) for p in units)
+        else:
+            units, context_tokens = kept, sum(map(len, contexts))
+        self._step_stats.add(nll_context_tokens=context_tokens)
+        used: dict[int, list] = {}
+        for k, unit in enumerate(units):
             slot = (k // world) % slices
             used.setdefault(slot, [])
             if k % world == rank:
-                used[slot].append(job)
-        pad_id = self._tokenizer.pad_token_id
-        for slot, jobs in used.items():
-            self._nll_slices[slot] = _nll_batch(jobs, pad_id, kept[0], self.accelerator.device)
+                used[slot].append(unit)
+        for slot, rank_units in used.items():
+            if self._packs_nll:
+                batch = _packed_nll_batch(rank_units, units[0], self.accelerator.device, self._mask_dtype)
+            else:
+                batch = _nll_batch(rank_units, self._tokenizer.pad_token_id, kept[0], self.accelerator.device)
+            self._nll_slices[slot] = batch
+
+    @property
+    def _packs_nll(self) -> bool:
+        implementation = getattr(self.model.config, "_attn_implementation", None)
+        return self.args.nll_packing and implementation in PACKING_ATTENTION
+
+    @property
+    def _mask_dtype(self) -> torch.dtype | None:
+        """None (a boolean mask) for sdpa; eager attention adds the mask to its scores."""
+        if self.model.config._attn_implementation == "sdpa":
+            return None
+        return next(self.model.parameters()).dtype
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **model_extras):
@@ -385,8 +410,16 @@ class MELTrainer(GRPOTrainer):
         """`mel_coef` x the NLL of this micro-step's meta-experiences, scaled so that the micro-steps of all
         ranks add up to the mean over every kept meta-experience of the generation batch."""
         start = time.perf_counter()
-        logits = self._completion_logits(model, batch["input_ids"], batch["attention_mask"], batch["targets"].size(1))
-        nll = sequence_mean_nll(logits, batch["targets"], batch["mask"]) * batch["weight"]  # (B,)
+        if "segment" in batch:  # packed
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                           attention_mask=batch["attention_mask"], logits_to_keep=batch["logit_positions"],
+                           use_cache=False).logits
+            logps = token_log_probs(logits, batch["targets"])[0]
+            nll = segment_mean_nll(logps, batch["segment"], batch["weight"].numel()) * batch["weight"]
+        else:
+            logits = self._completion_logits(model, batch["input_ids"], batch["attention_mask"],
+                                             batch["targets"].size(1))
+            nll = sequence_mean_nll(logits, batch["targets"], batch["mask"]) * batch["weight"]  # (B,)
         world = self.accelerator.num_processes
         self._step_stats.add(nll_sum=nll.detach().sum().item(), nll_count=batch["weight"].sum().item())
         self._step_stats.time["nll"] += time.perf_counter() - start
@@ -528,6 +561,17 @@ def _nll_batch(jobs: list[MetaExperienceJob], pad_id: int, filler: MetaExperienc
         "mask": target_mask.to(device),
         "weight": torch.tensor(weight, device=device),
     }
+
+
+def _packed_nll_batch(packs: list[Pack], filler: Pack, device, mask_dtype: torch.dtype | None) -> dict:
+    """One row of `packs` (`melrl.nll_packing.packed_batch`) with a weight per meta-experience; a rank with none
+    gets the zero-weight `filler` so that it still runs the forward and backward pass the others run."""
+    weight = 1.0
+    if not packs:
+        packs, weight = [filler], 0.0
+    batch = packed_batch(packs, device, additive_dtype=mask_dtype)
+    batch["weight"] = torch.full((sum(len(p.targets) for p in packs),), weight, device=device)
+    return batch
 
 
 class _RunFilesCallback(TrainerCallback):

@@ -122,10 +122,12 @@ def test_loss_equals_grpo_when_nothing_is_kept(tiny_model_dir, tmp_path):
                        GRPOTrainer._compute_loss(trainer, trainer.model, inputs))
 
 
-def test_loss_adds_mel_coef_times_mean_nll(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=0.5, gradient_accumulation_steps=1)
+@pytest.mark.parametrize("packing", [True, False])
+def test_loss_adds_mel_coef_times_mean_nll(tiny_model_dir, tmp_path, packing):
+    trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=0.5, gradient_accumulation_steps=1,
+                           nll_packing=packing)
     trainer.model.train()
-    kept = [job([5, 6, 7, 11], [8, 9, 2]), job([12, 13], [14, 15, 16, 17, 2])]
+    kept = [job([5, 6, 7, 11], [8, 9, 2]), job([5, 6, 13], [14, 15, 16, 17, 2])]
     trainer._assign_nll(kept)
     inputs = loss_inputs(trainer)
     mel = trainer._compute_loss(trainer.model, inputs)
@@ -138,6 +140,26 @@ def test_loss_adds_mel_coef_times_mean_nll(tiny_model_dir, tmp_path):
             target = torch.tensor([j.analysis_ids])
             expected.append(sequence_mean_nll(logits, target, torch.ones_like(target)).item())
     assert mel.item() - grpo.item() == pytest.approx(0.5 * sum(expected) / 2, rel=1e-4, abs=1e-5)
+    assert ("segment" in trainer._nll_slices[0]) is packing
+
+
+def test_packed_nll_computes_the_shared_context_once(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path, gradient_accumulation_steps=1)
+    shared = list(range(10, 50))
+    trainer._assign_nll([job(shared + [5, 6], [8, 9, 2]), job(shared + [7], [14, 2]), job([12, 13], [15, 2])])
+    batch = trainer._nll_slices[0]
+    assert batch["input_ids"].shape == (1, 40 + (2 + 3) + (1 + 2) + (2 + 2))
+    assert batch["weight"].tolist() == [1.0, 1.0, 1.0]
+    assert trainer._step_stats.counts["nll_context_tokens"] == 40 + 2 + 1 + 2
+
+
+def test_nll_is_not_packed_for_attention_that_takes_no_custom_mask(tiny_model_dir, tmp_path, monkeypatch):
+    trainer = make_trainer(tiny_model_dir, tmp_path, gradient_accumulation_steps=1)
+    monkeypatch.setattr(trainer.model.config, "_attn_implementation", "flash_attention_2")
+    trainer._assign_nll([job([5, 6, 7], [8, 9, 2]), job([5, 6, 8], [14, 2])])
+    assert "segment" not in trainer._nll_slices[0]
+    assert trainer._nll_slices[0]["input_ids"].shape == (2, 6)
+    assert trainer._step_stats.counts["nll_context_tokens"] == 6
 
 
 def gradients_after_one_micro_step(trainer, inputs):
@@ -147,10 +169,12 @@ def gradients_after_one_micro_step(trainer, inputs):
     return loss.item(), {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
 
 
-def test_nll_own_backward_gives_the_gradients_of_one_joint_backward(tiny_model_dir, tmp_path, monkeypatch):
-    trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=0.5, gradient_accumulation_steps=1)
+@pytest.mark.parametrize("packing", [True, False])
+def test_nll_own_backward_gives_the_gradients_of_one_joint_backward(tiny_model_dir, tmp_path, monkeypatch, packing):
+    trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=0.5, gradient_accumulation_steps=1,
+                           nll_packing=packing)
     trainer.model.train()
-    trainer._assign_nll([job([5, 6, 7, 11], [8, 9, 2]), job([12, 13], [14, 15, 16, 17, 2])])
+    trainer._assign_nll([job([5, 6, 7, 11], [8, 9, 2]), job([5, 6, 13], [14, 15, 16, 17, 2])])
     inputs = loss_inputs(trainer)
     assert trainer._own_nll_backward()  # one process
     update_sees_gradients = []
