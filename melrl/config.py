@@ -36,9 +36,12 @@ class MELConfig(GRPOConfig):
         replay_max_new_tokens (`int` or `None`): token budget of a replay answer; `None` uses
             `max_completion_length`.
         nll_packing (`bool`, defaults to `True`): with sdpa or eager attention, train the kept meta-experiences in
-            packs that compute the prefix their analysis contexts share (the instruction, at least) once, each pack
-            at most `analysis_max_prompt_length + analysis_max_new_tokens` tokens (`melrl.nll_packing`). Off, or
-            with other attention implementations, each meta-experience is a row of its own.
+            packs that compute the prefix their analysis contexts share (the instruction, at least) once
+            (`melrl.nll_packing`). Off, or with other attention implementations, each meta-experience is a row of
+            its own.
+        nll_pack_max_tokens (`int` or `None`): longest pack; `None` uses `analysis_max_prompt_length +
+            analysis_max_new_tokens`, the longest row one meta-experience can make, so that packing adds no memory
+            peak. With activation checkpointing a pass holds little per token, and longer packs save more.
         leak_check (`bool`, defaults to `True`): reject meta-experiences whose heuristics or summary contain the
             gold answer or the problem's distinctive numbers.
         prompt_template (`str`, defaults to `"qwen-boxed"`): solve template; decides how answers are extracted.
@@ -66,6 +69,7 @@ class MELConfig(GRPOConfig):
     replay_threshold: float = field(default=1.0, metadata={"help": "Fraction of replays that must verify."})
     replay_max_new_tokens: int | None = field(default=None, metadata={"help": "Replay budget (default: rollout's)."})
     nll_packing: bool = field(default=True, metadata={"help": "Train meta-experiences in shared-prefix packs."})
+    nll_pack_max_tokens: int | None = field(default=None, metadata={"help": "Longest pack (default: longest row)."})
     leak_check: bool = field(default=True, metadata={"help": "Reject meta-experiences that leak the answer."})
     prompt_template: str = field(default="qwen-boxed", metadata={"help": f"One of {sorted(SOLVE_TEMPLATES)}."})
     verifier_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed per verification."})
@@ -89,6 +93,8 @@ class MELConfig(GRPOConfig):
             raise ValueError("replay_samples must be >= 1")
         if not 0.0 < self.replay_threshold <= 1.0:
             raise ValueError("replay_threshold must be in (0, 1]")
+        if self.nll_pack_max_tokens is not None and self.nll_pack_max_tokens < 1:
+            raise ValueError("nll_pack_max_tokens must be >= 1 (set nll_packing: false to turn packing off)")
         if self.mel_coef < 0:
             raise ValueError("mel_coef must be >= 0")
         if self.validation_steps < 0 or self.validation_limit < 1:
@@ -101,6 +107,10 @@ class MELConfig(GRPOConfig):
     @property
     def replay_budget(self) -> int:
         return self.replay_max_new_tokens or self.max_completion_length
+
+    @property
+    def nll_pack_budget(self) -> int:
+        return self.nll_pack_max_tokens or self.analysis_max_prompt_length + self.analysis_max_new_tokens
 
 
 @dataclass

@@ -7,20 +7,26 @@ meta-experiences' contexts share once, followed by each one's rest of context an
 
     prefix | rest_1 M_1 | rest_2 M_2 | ...
 
-and the packs of a micro-step go one after another in one row. An attention mask lets each segment see its pack's
-prefix and itself (causally) and nothing else, and the position ids continue each segment from the end of its
-prefix, so every token sees exactly what it sees in its own row, at its own position: the NLL of each
-meta-experience and its gradient are those of its own row, up to rounding, with the prefix's gradient the sum of
-what each row gives it.
+and the packs of a micro-step go one after another in one row. `segment_attention` lets each segment attend to
+its pack's prefix and itself (causally) and to nothing else, one SDPA call per prefix and per segment, so that
+attention costs what it costs in separate rows (a dense mask over the whole row would cost the row's length
+squared); and the position ids continue each segment from the end of its prefix. Every token sees exactly what it
+sees in its own row, at its own position: the NLL of each meta-experience and its gradient are those of its own
+row, up to rounding, with the prefix's gradient the sum of what each row gives it.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface
 
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # that take a custom 4D attention mask as given
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # the implementations a packed pass stands in for
+SEGMENT_ATTENTION = "melrl_packed_segments"
 
 
 @dataclass
@@ -69,59 +75,97 @@ def _pack(contexts: list[list[int]], targets: list[list[int]]) -> Pack:
     return Pack(shared, contexts, targets)
 
 
-def packed_batch(packs: list[Pack], device, additive_dtype: torch.dtype | None = None) -> dict:
-    """One row holding `packs` one after another. Returns `input_ids` and `position_ids` (1, T), a 4D
-    `attention_mask` (1, 1, T, T), boolean or, with `additive_dtype`, additive; `logit_positions` (N,) whose logits
-    predict `targets` (1, N); and `segment` (N,), the meta-experience each target belongs to, numbered across the
-    packs in order."""
+def packed_batch(packs: list[Pack], device) -> dict:
+    """One row holding `packs` one after another. Returns `input_ids` and `position_ids` (1, T); `layout`, per pack
+    (prefix start, prefix length, [(segment start, segment length), ...]) in row order, for `segment_attention`;
+    `logit_positions` (N,) whose logits predict `targets` (1, N); and `segment` (N,), the meta-experience each
+    target belongs to, numbered across the packs in order."""
     ids: list[int] = []
     positions: list[int] = []
-    owner: list[int] = []  # the prefix or segment each token belongs to, numbered in order of appearance
-    prefix_of: list[int] = []  # the owner number of the prefix each token's segment sees
+    layout: list[tuple[int, int, list[tuple[int, int]]]] = []
     logit_positions: list[int] = []
     targets: list[int] = []
     segment: list[int] = []
-    owners = meta_experiences = 0
+    meta_experience = 0
     for group in packs:
-        prefix_owner, owners = owners, owners + 1
+        segments = []
+        layout.append((len(ids), group.prefix_length, segments))
         ids += group.contexts[0][:group.prefix_length]
         positions += range(group.prefix_length)
-        owner += [prefix_owner] * group.prefix_length
-        prefix_of += [prefix_owner] * group.prefix_length
         for context, target in zip(group.contexts, group.targets):
             rest = context[group.prefix_length:] + target
+            segments.append((len(ids), len(rest)))
             first_target = len(ids) + len(context) - group.prefix_length
+            logit_positions += range(first_target - 1, first_target - 1 + len(target))
+            segment += [meta_experience] * len(target)
+            meta_experience += 1
             ids += rest
             positions += range(group.prefix_length, group.prefix_length + len(rest))
-            owner += [owners] * len(rest)
-            prefix_of += [prefix_owner] * len(rest)
-            logit_positions += range(first_target - 1, first_target - 1 + len(target))
-            segment += [meta_experiences] * len(target)
             targets += target
-            owners += 1
-            meta_experiences += 1
-    mask = segment_attention_mask(torch.tensor(owner), torch.tensor(prefix_of), additive_dtype)
     return {
         "input_ids": torch.tensor([ids], device=device),
         "position_ids": torch.tensor([positions], device=device),
-        "attention_mask": mask.to(device),
+        "layout": layout,
         "logit_positions": torch.tensor(logit_positions, device=device),
         "targets": torch.tensor([targets], device=device),
         "segment": torch.tensor(segment, device=device),
     }
 
 
-def segment_attention_mask(owner: torch.Tensor, prefix_of: torch.Tensor,
-                           additive_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """(1, 1, T, T) mask: query q sees key k <= q when k belongs to q's own prefix or segment (`owner`), or to the
-    prefix q's segment continues (`prefix_of`). Boolean (True: seen), or additive of `additive_dtype`."""
-    length = owner.numel()
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    visible = causal & ((owner.unsqueeze(1) == owner.unsqueeze(0)) | (prefix_of.unsqueeze(1) == owner.unsqueeze(0)))
-    if additive_dtype is not None:
-        visible = torch.zeros(length, length, dtype=additive_dtype).masked_fill(~visible,
-                                                                                torch.finfo(additive_dtype).min)
-    return visible[None, None]
+def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
+                      scaling: float | None = None, dropout: float = 0.0, packed_layout=None, sliding_window=None,
+                      softcap=None, s_aux=None, **kwargs):
+    """A transformers attention function for a packed row: each prefix attends to itself causally, each segment to
+    its prefix and itself causally, each with its own SDPA call, so the cost is that of the separate rows and not
+    of the whole row squared. `query` (1, heads, T, dim), `key` and `value` (1, kv heads, T, dim); returns
+    (1, T, heads, dim)."""
+    if packed_layout is None or any(x is not None for x in (sliding_window, softcap, s_aux)):
+        raise ValueError("segment_attention serves packed NLL rows of full-attention models only")
+    dropout = dropout if module.training else 0.0
+    outputs = []
+
+    def attend(q, k, v, **mask):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, enable_gqa=True, **mask)
+
+    for prefix_start, prefix_length, segments in packed_layout:
+        prefix = slice(prefix_start, prefix_start + prefix_length)
+        prefix_key, prefix_value = key[:, :, prefix], value[:, :, prefix]
+        if prefix_length:
+            outputs.append(attend(query[:, :, prefix], prefix_key, prefix_value, is_causal=True))
+        for start, length in segments:
+            rows = slice(start, start + length)
+            seen = torch.ones(length, prefix_length + length, dtype=torch.bool, device=query.device)
+            seen[:, prefix_length:] = seen[:, prefix_length:].tril()
+            outputs.append(attend(query[:, :, rows], torch.cat([prefix_key, key[:, :, rows]], dim=2),
+                                  torch.cat([prefix_value, value[:, :, rows]], dim=2), attn_mask=seen))
+    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
+AttentionMaskInterface.register(SEGMENT_ATTENTION, lambda *args, **kwargs: None)  # the layout is the mask
+
+
+def packable(config) -> bool:
+    """Whether `config`'s model can train packed rows: sdpa or eager attention, every layer full attention, no
+    logit soft-capping."""
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    return (getattr(config, "_attn_implementation", None) in ATTENTION_IMPLEMENTATIONS
+            and set(layer_types) == {"full_attention"} and not sliding
+            and getattr(config, "attn_logit_softcapping", None) is None)
+
+
+@contextmanager
+def packed_attention(model):
+    """Within, `model` attends with `segment_attention`: its forward passes take `packed_layout=`. A checkpointed
+    pass recomputes in its backward pass, which must run within too."""
+    config = model.config
+    implementation = config._attn_implementation
+    config._attn_implementation = SEGMENT_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = implementation
 
 
 def segment_mean_nll(token_logps: torch.Tensor, segment: torch.Tensor, segments: int) -> torch.Tensor:

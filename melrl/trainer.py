@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -45,8 +45,7 @@ from .cpu_decoding import fast_cpu_decoding
 from .experience import retention_ratio, select_pairs
 from .jsonl import JsonlWriter
 from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
-from .nll_packing import ATTENTION_IMPLEMENTATIONS as PACKING_ATTENTION
-from .nll_packing import Pack, pack, packed_batch, segment_mean_nll
+from .nll_packing import Pack, pack, packable, packed_attention, packed_batch, segment_mean_nll
 from .prompts import ANSWER_FORMAT, render
 from .rewards import make_accuracy_reward
 from .runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
@@ -312,7 +311,7 @@ class MELTrainer(GRPOTrainer):
             return
         contexts, targets = [j.analysis_prompt_ids for j in kept], [j.analysis_ids for j in kept]
         if self._packs_nll:
-            units = pack(contexts, targets, self.args.analysis_max_prompt_length + self.args.analysis_max_new_tokens)
+            units = pack(contexts, targets, self.args.nll_pack_budget)
             context_tokens = sum(p.length - sum(map(len, p.targets)) for p in units)
         else:
             units, context_tokens = kept, sum(map(len, contexts))
@@ -325,22 +324,16 @@ class MELTrainer(GRPOTrainer):
                 used[slot].append(unit)
         for slot, rank_units in used.items():
             if self._packs_nll:
-                batch = _packed_nll_batch(rank_units, units[0], self.accelerator.device, self._mask_dtype)
+                batch = _packed_nll_batch(rank_units, units[0], self.accelerator.device)
             else:
                 batch = _nll_batch(rank_units, self._tokenizer.pad_token_id, kept[0], self.accelerator.device)
             self._nll_slices[slot] = batch
 
     @property
     def _packs_nll(self) -> bool:
-        implementation = getattr(self.model.config, "_attn_implementation", None)
-        return self.args.nll_packing and implementation in PACKING_ATTENTION
-
-    @property
-    def _mask_dtype(self) -> torch.dtype | None:
-        """None (a boolean mask) for sdpa; eager attention adds the mask to its scores."""
-        if self.model.config._attn_implementation == "sdpa":
-            return None
-        return next(self.model.parameters()).dtype
+        """Packed rows need the NLL's backward pass (whose recompute, under checkpointing, attends as the forward
+        did) to run within `packed_attention`: with its own backward only."""
+        return self.args.nll_packing and packable(self.model.config) and self._own_nll_backward()
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **model_extras):
@@ -379,7 +372,8 @@ class MELTrainer(GRPOTrainer):
         if own_backward:
             # Backward before the update's graph is built: one backward over both graphs would hold a second
             # full set of parameter gradients until both branches reach each parameter.
-            with self.accelerator.no_sync(model):
+            attention = packed_attention(self.model) if "layout" in batch else nullcontext()
+            with self.accelerator.no_sync(model), attention:
                 mel_loss = self._mel_loss(model, batch)
                 start = time.perf_counter()
                 self.accelerator.backward(mel_loss)
@@ -410,9 +404,17 @@ class MELTrainer(GRPOTrainer):
         """`mel_coef` x the NLL of this micro-step's meta-experiences, scaled so that the micro-steps of all
         ranks add up to the mean over every kept meta-experience of the generation batch."""
         start = time.perf_counter()
-        if "segment" in batch:  # packed
+        nll = self._weighted_nll(model, batch)
+        world = self.accelerator.num_processes
+        self._step_stats.add(nll_sum=nll.detach().sum().item(), nll_count=batch["weight"].sum().item())
+        self._step_stats.time["nll"] += time.perf_counter() - start
+        return self.args.mel_coef * nll.sum() * world / self._nll_global_count
+
+    def _weighted_nll(self, model, batch: dict) -> torch.Tensor:
+        """(meta-experiences,) mean NLL of each meta-experience of `batch` times its weight."""
+        if "layout" in batch:  # packed
             logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                           attention_mask=batch["attention_mask"], logits_to_keep=batch["logit_positions"],
+                           packed_layout=batch["layout"], logits_to_keep=batch["logit_positions"],
                            use_cache=False).logits
             logps = token_log_probs(logits, batch["targets"])[0]
             nll = segment_mean_nll(logps, batch["segment"], batch["weight"].numel()) * batch["weight"]
@@ -420,10 +422,7 @@ class MELTrainer(GRPOTrainer):
             logits = self._completion_logits(model, batch["input_ids"], batch["attention_mask"],
                                              batch["targets"].size(1))
             nll = sequence_mean_nll(logits, batch["targets"], batch["mask"]) * batch["weight"]  # (B,)
-        world = self.accelerator.num_processes
-        self._step_stats.add(nll_sum=nll.detach().sum().item(), nll_count=batch["weight"].sum().item())
-        self._step_stats.time["nll"] += time.perf_counter() - start
-        return self.args.mel_coef * nll.sum() * world / self._nll_global_count
+        return nll
 
     def _rft_loss(self, model, inputs) -> torch.Tensor:
         """NLL of the correct rollouts' tokens over the correct-token count of the whole generation batch."""
@@ -563,13 +562,13 @@ def _nll_batch(jobs: list[MetaExperienceJob], pad_id: int, filler: MetaExperienc
     }
 
 
-def _packed_nll_batch(packs: list[Pack], filler: Pack, device, mask_dtype: torch.dtype | None) -> dict:
+def _packed_nll_batch(packs: list[Pack], filler: Pack, device) -> dict:
     """One row of `packs` (`melrl.nll_packing.packed_batch`) with a weight per meta-experience; a rank with none
     gets the zero-weight `filler` so that it still runs the forward and backward pass the others run."""
     weight = 1.0
     if not packs:
         packs, weight = [filler], 0.0
-    batch = packed_batch(packs, device, additive_dtype=mask_dtype)
+    batch = packed_batch(packs, device)
     batch["weight"] = torch.full((sum(len(p.targets) for p in packs),), weight, device=device)
     return batch
 

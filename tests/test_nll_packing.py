@@ -5,7 +5,14 @@ import torch
 
 from melrl.algorithms import sequence_mean_nll, token_log_probs
 from melrl.models import load_model_and_tokenizer
-from melrl.nll_packing import common_prefix_length, pack, packed_batch, segment_mean_nll
+from melrl.nll_packing import (
+    common_prefix_length,
+    pack,
+    packable,
+    packed_attention,
+    packed_batch,
+    segment_mean_nll,
+)
 
 PREFIX = list(range(100, 140))
 
@@ -61,26 +68,25 @@ def test_packed_batch_layout():
     assert batch["segment"].tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3]
 
 
-def test_each_segment_sees_its_prefix_and_itself_only():
-    packs = pack([[1, 2, 3], [1, 2, 4]], [[5], [6]], max_tokens=100)
-    packs += pack([[7, 8]], [[9]], max_tokens=100)
-    visible = packed_batch(packs, "cpu")["attention_mask"][0, 0]
-    # layout: 1 2 | 3 5 | 4 6 | 7 | 8 9
-    expected = torch.tensor([
-        [1, 0, 0, 0, 0, 0, 0, 0, 0],
-        [1, 1, 0, 0, 0, 0, 0, 0, 0],
-        [1, 1, 1, 0, 0, 0, 0, 0, 0],
-        [1, 1, 1, 1, 0, 0, 0, 0, 0],
-        [1, 1, 0, 0, 1, 0, 0, 0, 0],
-        [1, 1, 0, 0, 1, 1, 0, 0, 0],
-        [0, 0, 0, 0, 0, 0, 1, 0, 0],
-        [0, 0, 0, 0, 0, 0, 1, 1, 0],
-        [0, 0, 0, 0, 0, 0, 1, 1, 1],
-    ], dtype=torch.bool)
-    assert torch.equal(visible, expected)
-    additive = packed_batch(packs, "cpu", additive_dtype=torch.float32)["attention_mask"][0, 0]
-    assert torch.equal(additive == 0, expected)
-    assert (additive[~expected] == torch.finfo(torch.float32).min).all()
+def test_layout_gives_each_pack_its_prefix_and_segments_in_row_order():
+    packs = pack([[1, 2, 3], [1, 2, 4]], [[5], [6]], max_tokens=100) + pack([[7, 8]], [[9]], max_tokens=100)
+    batch = packed_batch(packs, "cpu")
+    assert batch["input_ids"][0].tolist() == [1, 2, 3, 5, 4, 6, 7, 8, 9]
+    assert batch["layout"] == [(0, 2, [(2, 2), (4, 2)]), (6, 1, [(7, 2)])]
+
+
+def test_packability_follows_the_attention_of_the_model():
+    from transformers import LlamaConfig, Qwen2Config
+
+    def config(cls, implementation="sdpa", **kwargs):
+        made = cls(**kwargs)
+        made._attn_implementation = implementation
+        return made
+
+    assert packable(config(LlamaConfig)) and packable(config(LlamaConfig, "eager"))
+    assert not packable(config(LlamaConfig, "flash_attention_2"))
+    assert packable(config(Qwen2Config, use_sliding_window=False))
+    assert not packable(config(Qwen2Config, use_sliding_window=True, sliding_window=64, max_window_layers=0))
 
 
 def test_segment_mean_nll():
@@ -97,10 +103,11 @@ def one_row_each(model, contexts, targets):
     return torch.stack(nlls)
 
 
-def packed(model, contexts, targets, max_tokens, additive_dtype):
-    batch = packed_batch(pack(contexts, targets, max_tokens), "cpu", additive_dtype=additive_dtype)
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                   attention_mask=batch["attention_mask"], logits_to_keep=batch["logit_positions"]).logits
+def packed(model, contexts, targets, max_tokens):
+    batch = packed_batch(pack(contexts, targets, max_tokens), "cpu")
+    with packed_attention(model):
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       packed_layout=batch["layout"], logits_to_keep=batch["logit_positions"]).logits
     return segment_mean_nll(token_log_probs(logits, batch["targets"])[0], batch["segment"], len(contexts))
 
 
@@ -111,18 +118,28 @@ def gradients(model, loss):
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
-def test_packed_nll_and_gradients_equal_one_row_per_meta_experience(tiny_model_dir, implementation):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_packed_nll_and_gradients_equal_one_row_per_meta_experience(tiny_model_dir, implementation, checkpointing):
     model, _ = load_model_and_tokenizer(tiny_model_dir)
     model.set_attn_implementation(implementation)
+    if checkpointing:  # the backward pass recomputes each layer: within `packed_attention` too
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     contexts, targets = contexts_and_targets()
     alone = one_row_each(model, contexts, targets)
-    additive = None if implementation == "sdpa" else torch.float32
-    together = packed(model, contexts, targets, max_tokens=60, additive_dtype=additive)  # 3 packs in one row
+    together = packed(model, contexts, targets, max_tokens=60)  # 3 packs in one row
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+    assert model.config._attn_implementation == implementation
     weights = torch.tensor([1.0, 0.5, 2.0, 0.0])
     expected = gradients(model, (one_row_each(model, contexts, targets) * weights).sum())
-    got = gradients(model, (packed(model, contexts, targets, 60, additive) * weights).sum())
+    with packed_attention(model):
+        got = gradients(model, (packed(model, contexts, targets, 60) * weights).sum())
     assert got.keys() == expected.keys() and got
     for name in got:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_segment_attention_refuses_a_pass_without_layout(tiny_model_dir):
+    model, _ = load_model_and_tokenizer(tiny_model_dir)
+    with packed_attention(model), pytest.raises(ValueError, match="packed NLL rows"):
+        model(input_ids=torch.tensor([[5, 6, 7]]))

@@ -140,7 +140,7 @@ def test_loss_adds_mel_coef_times_mean_nll(tiny_model_dir, tmp_path, packing):
             target = torch.tensor([j.analysis_ids])
             expected.append(sequence_mean_nll(logits, target, torch.ones_like(target)).item())
     assert mel.item() - grpo.item() == pytest.approx(0.5 * sum(expected) / 2, rel=1e-4, abs=1e-5)
-    assert ("segment" in trainer._nll_slices[0]) is packing
+    assert ("layout" in trainer._nll_slices[0]) is packing
 
 
 def test_packed_nll_computes_the_shared_context_once(tiny_model_dir, tmp_path):
@@ -151,13 +151,20 @@ def test_packed_nll_computes_the_shared_context_once(tiny_model_dir, tmp_path):
     assert batch["input_ids"].shape == (1, 40 + (2 + 3) + (1 + 2) + (2 + 2))
     assert batch["weight"].tolist() == [1.0, 1.0, 1.0]
     assert trainer._step_stats.counts["nll_context_tokens"] == 40 + 2 + 1 + 2
+    short = make_trainer(tiny_model_dir, tmp_path / "short", gradient_accumulation_steps=1, nll_pack_max_tokens=47)
+    short._assign_nll([job(shared + [5, 6], [8, 9, 2]), job(shared + [7], [14, 2])])  # together: 48 tokens
+    assert short._step_stats.counts["nll_context_tokens"] == 42 + 41
 
 
-def test_nll_is_not_packed_for_attention_that_takes_no_custom_mask(tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("reason", ["flash-attention", "joint backward"])
+def test_nll_is_not_packed_where_packed_attention_cannot_serve(tiny_model_dir, tmp_path, monkeypatch, reason):
     trainer = make_trainer(tiny_model_dir, tmp_path, gradient_accumulation_steps=1)
-    monkeypatch.setattr(trainer.model.config, "_attn_implementation", "flash_attention_2")
+    if reason == "flash-attention":
+        monkeypatch.setattr(trainer.model.config, "_attn_implementation", "flash_attention_2")
+    else:  # DeepSpeed, FSDP: the backward (and its recompute) runs after `_compute_loss`
+        monkeypatch.setattr(trainer, "_own_nll_backward", lambda: False)
     trainer._assign_nll([job([5, 6, 7], [8, 9, 2]), job([5, 6, 8], [14, 2])])
-    assert "segment" not in trainer._nll_slices[0]
+    assert "layout" not in trainer._nll_slices[0]
     assert trainer._nll_slices[0]["input_ids"].shape == (2, 6)
     assert trainer._step_stats.counts["nll_context_tokens"] == 6
 
@@ -169,10 +176,9 @@ def gradients_after_one_micro_step(trainer, inputs):
     return loss.item(), {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("packing", [True, False])
-def test_nll_own_backward_gives_the_gradients_of_one_joint_backward(tiny_model_dir, tmp_path, monkeypatch, packing):
-    trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=0.5, gradient_accumulation_steps=1,
-                           nll_packing=packing)
+def test_nll_own_backward_gives_the_gradients_of_one_joint_backward(tiny_model_dir, tmp_path, monkeypatch):
+    # one row per meta-experience: the joint backward never sees packed rows (see the next test)
+    trainer = make_trainer(tiny_model_dir, tmp_path, mel_coef=0.5, gradient_accumulation_steps=1, nll_packing=False)
     trainer.model.train()
     trainer._assign_nll([job([5, 6, 7, 11], [8, 9, 2]), job([5, 6, 13], [14, 15, 16, 17, 2])])
     inputs = loss_inputs(trainer)
