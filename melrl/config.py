@@ -35,10 +35,10 @@ class MELConfig(GRPOConfig):
         replay_threshold (`float`, defaults to `1.0`): fraction of replay answers that must verify to keep it.
         replay_max_new_tokens (`int` or `None`): token budget of a replay answer; `None` uses
             `max_completion_length`.
-        nll_packing (`bool`, defaults to `True`): with sdpa or eager attention, train the kept meta-experiences in
-            packs that compute the prefix their analysis contexts share (the instruction, at least) once
-            (`melrl.nll_packing`). Off, or with other attention implementations, each meta-experience is a row of
-            its own.
+        nll_packing (`bool`, defaults to `True`): with sdpa or eager attention over full-attention layers and the
+            NLL's own backward pass (one process, DDP), train the kept meta-experiences in packs that compute the
+            prefix their analysis contexts share (the instruction, at least) once (`melrl.nll_packing`). Off, or
+            elsewhere, each meta-experience is a row of its own.
         nll_pack_max_tokens (`int` or `None`): longest pack; `None` uses `analysis_max_prompt_length +
             analysis_max_new_tokens`, the longest row one meta-experience can make, so that packing adds no memory
             peak. With activation checkpointing a pass holds little per token, and longer packs save more.
