@@ -60,19 +60,16 @@ def pack(contexts: list[list[int]], targets: list[list[int]], max_tokens: int) -
     predicted from inside its own segment."""
     packs: list[Pack] = []
     for context, target in zip(contexts, targets, strict=True):
-        alone = _pack([context], [target])
+        alone = Pack(len(context) - 1, [context], [target])
         if packs:
-            grown = _pack(packs[-1].contexts + [context], packs[-1].targets + [target])
-            if grown.length <= max_tokens and grown.length < packs[-1].length + alone.length:
+            last = packs[-1]
+            shared = min(last.prefix_length, common_prefix_length([last.contexts[0], context]), len(context) - 1)
+            grown = Pack(shared, last.contexts + [context], last.targets + [target])
+            if grown.length <= max_tokens and grown.length < last.length + alone.length:
                 packs[-1] = grown
                 continue
         packs.append(alone)
     return packs
-
-
-def _pack(contexts: list[list[int]], targets: list[list[int]]) -> Pack:
-    shared = min(common_prefix_length(contexts), min(map(len, contexts)) - 1)
-    return Pack(shared, contexts, targets)
 
 
 def packed_batch(packs: list[Pack], device) -> dict:
