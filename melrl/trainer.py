@@ -310,7 +310,8 @@ class MELTrainer(GRPOTrainer):
         if not kept or not self._internalizing:
             return
         contexts, targets = [j.analysis_prompt_ids for j in kept], [j.analysis_ids for j in kept]
-        if self._packs_nll:
+        packed = self._packs_nll
+        if packed:
             units = pack(contexts, targets, self.args.nll_pack_budget)
             context_tokens = sum(p.length - sum(map(len, p.targets)) for p in units)
         else:
@@ -323,7 +324,7 @@ class MELTrainer(GRPOTrainer):
             if k % world == rank:
                 used[slot].append(unit)
         for slot, rank_units in used.items():
-            if self._packs_nll:
+            if packed:
                 batch = _packed_nll_batch(rank_units, units[0], self.accelerator.device)
             else:
                 batch = _nll_batch(rank_units, self._tokenizer.pad_token_id, kept[0], self.accelerator.device)
