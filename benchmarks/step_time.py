@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/step_time.py --models tiny --steps 2
     .venv/bin/python benchmarks/step_time.py --models embedded --settings wide \
         --output benchmarks/results/step_time_wide.json   # 16 prompts per step
+    .venv/bin/python benchmarks/step_time.py --models embedded --settings demo --bf16 \
+        --output benchmarks/results/step_time_bf16.json   # bf16 mixed precision
 
 Each (model, setting, meta-experience) combination trains for `--steps` steps in its own process (so that peak
 memory is its own) with the same seed and data; the first step is a warm-up and is left out. Results go to
@@ -134,10 +136,12 @@ def run_environment(allocator: str) -> dict[str, str]:
     return preload_environment(environ, library) if library else environ
 
 
-def measure(model: str, setting: str, steps: int, accept_all: bool, environ: dict[str, str]) -> dict:
+def measure(model: str, setting: str, steps: int, accept_all: bool, environ: dict[str, str],
+            overrides: dict | None = None) -> dict:
     results = {}
     for meta in (False, True):
-        spec = dict(model=model, setting=setting, steps=steps, meta_experience=meta, accept_all=accept_all)
+        spec = dict(model=model, setting=setting, steps=steps, meta_experience=meta, accept_all=accept_all,
+                    overrides=overrides or {})
         out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT, capture_output=True,
                              text=True, check=False, env=environ)
         if out.returncode != 0:
@@ -235,6 +239,8 @@ def main() -> int:
                         help="accept every analysis and replay (auto: tiny model; embedded model at the demo setting too)")
     parser.add_argument("--allocator", choices=("auto", "jemalloc", "system"), default="auto",
                         help="malloc of each run, chosen as `melrl train` chooses it (MELRL_ALLOCATOR)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 mixed precision (the update and NLL in autocast; generation in float32)")
     parser.add_argument("--output", default=str(RESULTS / "step_time.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -243,13 +249,15 @@ def main() -> int:
         return 0
 
     environ = run_environment(args.allocator)
+    overrides = {"bf16": True} if args.bf16 else None
     all_results = {}
     for model in args.models.split(","):
         for setting in args.settings.split(","):
             for accept in accept_modes(args.accept_all, model, setting):
                 name = f"{model}/{setting}" + ("/accept-all" if accept else "")
                 model_name = "smollm2-135m-instruct" if model == "embedded" else model
-                result = measure(model_name, setting, args.steps, accept, environ)
+                result = measure(model_name, setting, args.steps, accept, environ, overrides)
+                result["bf16"] = args.bf16
                 result["goals"] = check_goals(result)
                 all_results[name] = result
                 print(f"{name}: MEL/GRPO step time {result['mel_over_grpo']:.2f}, extra token share "

@@ -165,3 +165,20 @@ def fast_cpu_decoding(model: torch.nn.Module, sequences: int, enabled: bool = Tr
 
 def _weight_major_forward(module: torch.nn.Linear, measure: bool, x: torch.Tensor) -> torch.Tensor:
     return weight_major_linear(x, module.weight, module.bias, measure)
+
+
+@contextmanager
+def without_mixed_precision(model: torch.nn.Module):
+    """Run `model`'s forward without the autocast that accelerate wraps it in under `bf16`/`fp16` mixed precision,
+    on CPU: autocast casts every weight afresh at each forward call, and a decode step is one call per token, so
+    on a CPU generating with it costs more than the lower precision saves. The weights' own dtype decodes."""
+    original = vars(model).get("_original_forward")
+    if original is None or not applies_to(model):
+        yield
+        return
+    wrapped = vars(model)["forward"]
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped

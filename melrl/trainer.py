@@ -13,7 +13,7 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited):
 - with `cpu_memory_release` on CPU, memory freed between generation and update goes back to the system;
 - `_generate_single_turn` prefills what its prompts share once (a rollout prompt's G copies, the instruction
   every analysis or replay prompt begins with; `melrl.shared_prefix`) and decodes few sequences weight-major on
-  CPU (`melrl.cpu_decoding`);
+  CPU (`melrl.cpu_decoding`), outside the autocast of `bf16`/`fp16` mixed precision there;
 - `_get_per_token_logps_and_entropies` scores completions from plain logits on CPU, where TRL's tiled LM head
   (written for Triton) scores every prompt position as well and takes 5-8x longer;
 - `training_step` skips the update of a step whose loss is not finite (logged, never saved);
@@ -41,7 +41,7 @@ from trl.trainer.utils import pad
 from . import cpu_memory
 from .algorithms import compute_advantages, log_probs_and_entropy, rft_loss_sum, sequence_mean_nll, token_log_probs
 from .config import MELConfig
-from .cpu_decoding import fast_cpu_decoding
+from .cpu_decoding import fast_cpu_decoding, without_mixed_precision
 from .experience import retention_ratio, select_pairs
 from .jsonl import JsonlWriter
 from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
@@ -272,9 +272,10 @@ class MELTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         # Every transformers generation of the step (rollouts, analyses, replays) prefills what its prompts share
-        # once, and decodes the fast way on CPU.
+        # once, and decodes the fast way on CPU, in the weights' dtype even under mixed precision.
+        model = self.accelerator.unwrap_model(self.model_wrapped)
         with (fast_cpu_decoding(self.model, sequences=len(prompt_ids), enabled=not self.use_vllm),
-              shared_prefix_generation(self.accelerator.unwrap_model(self.model_wrapped), enabled=not self.use_vllm)):
+              without_mixed_precision(model), shared_prefix_generation(model, enabled=not self.use_vllm)):
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
 
     def _generate_distributed(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:

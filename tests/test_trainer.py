@@ -349,6 +349,25 @@ def test_generation_runs_with_fast_cpu_decoding(tiny_model_dir, tmp_path, monkey
     assert not any("forward" in vars(m) for m in linear_layers(trainer.model))
 
 
+def test_bf16_on_cpu_generates_without_autocast_and_trains_with_it(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)
+    monkeypatch.setattr(trainer_module, "verify_batch", lambda texts, golds, **kw: [True] * len(texts))
+    trainer = make_trainer(tiny_model_dir, tmp_path, max_steps=1, bf16=True)
+    autocast = {"generation": set(), "loss": set()}
+
+    def record(module, args, kwargs):
+        phase = "generation" if kwargs.get("use_cache") is not False else "loss"
+        autocast[phase].add(torch.is_autocast_enabled("cpu"))
+
+    trainer.model.model.register_forward_pre_hook(record, with_kwargs=True)  # inside accelerate's autocast wrapper
+    trainer.train()
+
+    (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert line["kept"] >= 1 and line["nll"] is not None
+    assert autocast == {"generation": {False}, "loss": {True}}
+    assert "_original_forward" in vars(trainer.model)  # mixed precision stays on for what follows
+
+
 def test_validation_lines_follow_their_step_in_metrics(tiny_model_dir, tmp_path):
     from melrl.train import add_validation
 
