@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/decode_batch.py                 # embedded SmolLM2-135M
     .venv/bin/python benchmarks/decode_batch.py --model PATH --batches 1,2,4,8,16
+    .venv/bin/python benchmarks/decode_batch.py --dtype bfloat16 --output benchmarks/results/decode_batch_bf16.json
 
 A decode step reads every weight once whatever the batch, so while the batch is small its time hardly grows
 with the batch and tokens per second grow in proportion to it. Rollouts decode G x prompts sequences at once;
@@ -12,7 +13,8 @@ evaluation use it instead (`melrl/cpu_decoding.py`).
 The script times sampled decode steps of random prompts at a rollout-like context (50 tokens) and an
 analysis-like one (700 tokens) for each batch size, plainly and with `fast_cpu_decoding` (median of
 `--repeats`; the weight-major column always multiplies weight-major), and the output layer alone for 1 to
-`MAX_ROWS` rows both ways, with the order the trainer picks on this host. Saves
+`MAX_ROWS` rows both ways, with the order the trainer picks on this host. `--dtype` loads the weights in another
+dtype (weight-major decoding serves float32 weights only, so both columns then decode alike). Saves
 `benchmarks/results/decode_batch.{json,png}`.
 """
 
@@ -55,7 +57,7 @@ def output_layer_ms(linear, weight, rows: int, repeats: int = 15) -> float:
     """Milliseconds for `rows` hidden states times the output layer with `linear(x, weight, bias)`."""
     import torch
 
-    x = torch.randn(rows, weight.size(1))
+    x = torch.randn(rows, weight.size(1), dtype=weight.dtype)
     with torch.no_grad():
         linear(x, weight, None)
         start = time.perf_counter()
@@ -85,7 +87,8 @@ def plot(results: dict, path: Path) -> None:
     right.set_xscale("log", base=2)
     for ax in (left, right):
         ax.legend(fontsize=7)
-    fig.suptitle(f"{results['model']}, {results['threads']} threads, {results.get('cpu_capability', '?')} CPU",
+    fig.suptitle(f"{results['model']} ({results.get('dtype', 'float32')}), {results['threads']} threads, "
+                 f"{results.get('cpu_capability', '?')} CPU",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -98,6 +101,7 @@ def main() -> int:
     parser.add_argument("--contexts", default="50,700")
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--output", default=str(RESULTS / "decode_batch.json"))
     args = parser.parse_args()
 
@@ -109,10 +113,10 @@ def main() -> int:
     from melrl.cpu_decoding import MAX_ROWS, cpu_name, fast_cpu_decoding, weight_major_pays, weight_major_product
     from melrl.models import load_model_and_tokenizer
 
-    model, _ = load_model_and_tokenizer(args.model)
+    model, _ = load_model_and_tokenizer(args.model, dtype=args.dtype)
     model.eval()
     decode_step_seconds(model, 1, 8, 4)  # warm-up
-    results = {"model": args.model, "threads": torch.get_num_threads(), "cpu": cpu_name(),
+    results = {"model": args.model, "dtype": args.dtype, "threads": torch.get_num_threads(), "cpu": cpu_name(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "contexts": {}, "output_layer": []}
     for context in map(int, args.contexts.split(",")):
         modes = {"plain": [], "weight-major": []}
@@ -131,7 +135,8 @@ def main() -> int:
     for rows in range(1, MAX_ROWS + 1):
         plain = output_layer_ms(torch.nn.functional.linear, weight, rows)
         fast = output_layer_ms(weight_major_product, weight, rows)
-        chosen = "weight-major" if weight_major_pays(weight, rows) else "plain"
+        serves = weight.dtype == torch.float32  # fast_cpu_decoding leaves other dtypes to F.linear
+        chosen = "weight-major" if serves and weight_major_pays(weight, rows) else "plain"
         results["output_layer"].append({"rows": rows, "plain": plain, "weight-major": fast, "trainer_uses": chosen})
         print(f"output layer, {rows:2d} rows: {plain:5.1f} ms plain, {fast:5.1f} ms weight-major; "
               f"the trainer uses {chosen}", flush=True)
