@@ -134,6 +134,23 @@ def test_a_sample_does_not_depend_on_its_batch(tiny):
     assert alone[0].tokens == 12 and alone[0].finish == "length"
 
 
+def test_a_model_in_mixed_precision_generates_without_autocast_on_cpu(tiny_model_dir):
+    from accelerate import Accelerator
+
+    from melrl.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    model = Accelerator(cpu=True, mixed_precision="bf16").prepare(model)  # as the trainer's model is in training
+    autocast = []
+    model.model.register_forward_pre_hook(lambda module, args: autocast.append(torch.is_autocast_enabled("cpu")))
+    request = [Request("2 + 3?", 0.0, None, 6)]
+    expected = TransformersBackend(*load_model_and_tokenizer(tiny_model_dir)).generate(request)
+    assert TransformersBackend(model, tokenizer).generate(request) == expected
+    assert autocast and not any(autocast)
+    model(input_ids=torch.tensor([[1, 2]]))
+    assert autocast[-1]  # the wrapper is back
+
+
 @pytest.mark.parametrize("preamble", ["", "Solve the problem below step by step, then give the final answer. " * 3])
 def test_shared_prefill_gives_the_same_completions(tiny, monkeypatch, preamble):
     plans = []

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from ..cpu_decoding import fast_cpu_decoding
+from ..cpu_decoding import fast_cpu_decoding, without_mixed_precision
 from ..shared_prefix import shared_prefix_generation
 
 TRANSFORMERS_BATCH_SIZE = 32  # sequences per generate call
@@ -112,9 +112,10 @@ class TransformersBackend:
             eos_token_id=sorted(self.eos_ids), pad_token_id=self.pad_id,
         )
         sampler = RowSampler([r.temperature for r in requests], [r.seed for r in requests])
-        # not inference_mode: in training, tensors cached here may later need autograd
+        # not inference_mode: in training, tensors cached here may later need autograd; there the model may be
+        # wrapped in mixed precision's autocast
         with (torch.no_grad(), fast_cpu_decoding(self.model, sequences=len(requests)),
-              shared_prefix_generation(self.model, enabled=self.share_prefill)):
+              without_mixed_precision(self.model), shared_prefix_generation(self.model, enabled=self.share_prefill)):
             output = self.model.generate(
                 input_ids=input_ids, attention_mask=mask, generation_config=config,
                 logits_processor=LogitsProcessorList([sampler]),
