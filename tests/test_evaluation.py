@@ -136,11 +136,16 @@ def test_a_sample_does_not_depend_on_its_batch(tiny):
 
 def test_a_model_in_mixed_precision_generates_without_autocast_on_cpu(tiny_model_dir):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from melrl.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
-    model = Accelerator(cpu=True, mixed_precision="bf16").prepare(model)  # as the trainer's model is in training
+    AcceleratorState._reset_state(reset_partial_state=True)  # an earlier test's trainer may have set it up
+    try:
+        model = Accelerator(cpu=True, mixed_precision="bf16").prepare(model)  # as the trainer's model is in training
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     autocast = []
     model.model.register_forward_pre_hook(lambda module, args: autocast.append(torch.is_autocast_enabled("cpu")))
     request = [Request("2 + 3?", 0.0, None, 6)]
