@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/decode_batch.py                 # embedded SmolLM2-135M
     .venv/bin/python benchmarks/decode_batch.py --model PATH --batches 1,2,4,8,16
-    .venv/bin/python benchmarks/decode_batch.py --dtype bfloat16 --output benchmarks/results/decode_batch_bf16.json
+    .venv/bin/python benchmarks/decode_batch.py --dtype bfloat16 --batches 1,2,4,16 \
+        --output benchmarks/results/decode_batch_dtypes_bfloat16.json
 
 A decode step reads every weight once whatever the batch, so while the batch is small its time hardly grows
 with the batch and tokens per second grow in proportion to it. Rollouts decode G x prompts sequences at once;

@@ -169,11 +169,13 @@ def _weight_major_forward(module: torch.nn.Linear, measure: bool, x: torch.Tenso
 
 @contextmanager
 def without_mixed_precision(model: torch.nn.Module):
-    """Run `model`'s forward without the autocast that accelerate wraps it in under `bf16`/`fp16` mixed precision,
-    on CPU: autocast casts every weight afresh at each forward call, and a decode step is one call per token, so
-    on a CPU generating with it costs more than the lower precision saves. The weights' own dtype decodes."""
+    """Within, a model on CPU runs its own forward, without the autocast that accelerate wraps it in under
+    `bf16`/`fp16` mixed precision: autocast casts every weight afresh at each forward call, and generation makes one
+    call per token, so on a CPU the casts cost more than the lower precision saves. Generation then computes in
+    the weights' own dtype."""
     original = vars(model).get("_original_forward")
-    if original is None or not applies_to(model):
+    parameter = next(model.parameters(), None)
+    if original is None or parameter is None or parameter.device.type != "cpu":
         yield
         return
     wrapped = vars(model)["forward"]

@@ -155,3 +155,19 @@ def test_disabled_large_batch_or_non_float32_layers_are_left_alone():
     model = small_model().to(torch.bfloat16)
     with fast_cpu_decoding(model, sequences=2):
         assert not any("forward" in vars(m) for m in model)
+
+
+def test_without_mixed_precision_swaps_the_forward_of_cpu_models_only():
+    def wrapped(x):
+        return "autocast"
+
+    models = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 2, device="meta")]
+    for model in models:
+        model._original_forward, model.forward = model.forward, wrapped  # as accelerate's mixed precision does
+    cpu, elsewhere = models
+    with cpu_decoding.without_mixed_precision(cpu), cpu_decoding.without_mixed_precision(elsewhere):
+        assert cpu(torch.ones(1, 2)).shape == (1, 2)
+        assert elsewhere(torch.ones(1, 2)) == "autocast"
+    assert cpu(torch.ones(1, 2)) == "autocast"
+    with cpu_decoding.without_mixed_precision(torch.nn.Linear(2, 2)):  # no mixed precision: nothing to swap
+        pass
