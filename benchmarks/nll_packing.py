@@ -32,18 +32,16 @@ def nll_seconds(model, contexts: list[list[int]], targets: list[list[int]], pack
     """(seconds, per-meta-experience NLL) of one forward and backward pass over all meta-experiences."""
     import torch
 
-    from melrl.algorithms import sequence_mean_nll, token_log_probs
-    from melrl.nll_packing import pack, packed_attention, packed_batch, segment_mean_nll
+    from melrl.algorithms import sequence_mean_nll
+    from melrl.nll_packing import pack, packed_attention, packed_batch, packed_nll
 
     model.zero_grad(set_to_none=True)
     start = time.perf_counter()
     if packed:
-        batch = packed_batch(pack(contexts, targets, max_tokens), "cpu")  # the packs of one micro-step, as the trainer lays them out
+        # the packs of one micro-step, as the trainer lays them out
+        batch = packed_batch(pack(contexts, targets, max_tokens), "cpu")
         with packed_attention(model):
-            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                           packed_layout=batch["layout"], logits_to_keep=batch["logit_positions"],
-                           use_cache=False).logits
-            nll = segment_mean_nll(token_log_probs(logits, batch["targets"])[0], batch["segment"], len(contexts))
+            nll = packed_nll(model, batch)
             nll.sum().backward()
         nlls = nll.tolist()
     else:

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
+from .algorithms import token_log_probs
+
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # the implementations a packed pass stands in for
 SEGMENT_ATTENTION = "melrl_packed_segments"
 
@@ -171,3 +173,12 @@ def segment_mean_nll(token_logps: torch.Tensor, segment: torch.Tensor, segments:
                                                                                                -token_logps)
     counts = torch.bincount(segment, minlength=segments).clamp(min=1)
     return sums / counts
+
+
+def packed_nll(model, batch: dict) -> torch.Tensor:
+    """(meta-experiences,) mean NLL of each meta-experience of a `packed_batch`, in row order. Run within
+    `packed_attention`."""
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], packed_layout=batch["layout"],
+                   logits_to_keep=batch["logit_positions"], use_cache=False).logits
+    segments = sum(len(segments) for *_, segments in batch["layout"])
+    return segment_mean_nll(token_log_probs(logits, batch["targets"])[0], batch["segment"], segments)

@@ -45,7 +45,7 @@ from .cpu_decoding import fast_cpu_decoding, without_mixed_precision
 from .experience import retention_ratio, select_pairs
 from .jsonl import JsonlWriter
 from .meta_phase import MetaExperienceJob, build_jobs, judge_analysis
-from .nll_packing import Pack, pack, packable, packed_attention, packed_batch, segment_mean_nll
+from .nll_packing import Pack, pack, packable, packed_attention, packed_batch, packed_nll
 from .prompts import ANSWER_FORMAT, render
 from .rewards import make_accuracy_reward
 from .runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
@@ -415,11 +415,7 @@ class MELTrainer(GRPOTrainer):
     def _weighted_nll(self, model, batch: dict) -> torch.Tensor:
         """(meta-experiences,) mean NLL of each meta-experience of `batch` times its weight."""
         if "layout" in batch:  # packed
-            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                           packed_layout=batch["layout"], logits_to_keep=batch["logit_positions"],
-                           use_cache=False).logits
-            logps = token_log_probs(logits, batch["targets"])[0]
-            nll = segment_mean_nll(logps, batch["segment"], batch["weight"].numel()) * batch["weight"]
+            nll = packed_nll(model, batch) * batch["weight"]
         else:
             logits = self._completion_logits(model, batch["input_ids"], batch["attention_mask"],
                                              batch["targets"].size(1))

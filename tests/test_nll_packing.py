@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from melrl.algorithms import sequence_mean_nll, token_log_probs
+from melrl.algorithms import sequence_mean_nll
 from melrl.models import load_model_and_tokenizer
 from melrl.nll_packing import (
     common_prefix_length,
@@ -11,6 +11,7 @@ from melrl.nll_packing import (
     packable,
     packed_attention,
     packed_batch,
+    packed_nll,
     segment_mean_nll,
 )
 
@@ -106,9 +107,7 @@ def one_row_each(model, contexts, targets):
 def packed(model, contexts, targets, max_tokens):
     batch = packed_batch(pack(contexts, targets, max_tokens), "cpu")
     with packed_attention(model):
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                       packed_layout=batch["layout"], logits_to_keep=batch["logit_positions"]).logits
-    return segment_mean_nll(token_log_probs(logits, batch["targets"])[0], batch["segment"], len(contexts))
+        return packed_nll(model, batch)
 
 
 def gradients(model, loss):
