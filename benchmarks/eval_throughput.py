@@ -2,8 +2,7 @@
 
 Both generate, for the same N problems, one greedy answer and k samples at temperature T with the same token
 budget and at most the same number of sequences per generate call. `evaluate` puts a problem's greedy and sampled
-rows in one call, encodes their shared prompt once, sorts prompts by length, and extracts and verifies every
-answer; the plain baseline only generates (greedy batches, then sampled batches with `num_return_sequences=k`). Prints problems per minute and generated tokens per second for both, and writes
+rows in one call, sorts prompts by length, and extracts and verifies every answer; the plain baseline only generates (greedy batches, then sampled batches with `num_return_sequences=k`). Prints problems per minute and generated tokens per second for both, and writes
 benchmarks/results/eval_throughput.{json,png}.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/eval_throughput.py [--problems 16] [--max-new-tokens 64] [--k 8]
@@ -15,8 +14,6 @@ waits for a descheduled thread); pass `--threads 1` there.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -24,7 +21,8 @@ import torch
 
 from melrl.evaluation.runner import evaluate, load_problems
 from melrl.models import load_model_and_tokenizer
-from melrl.verifier import default_pool
+from melrl.verify.verifier import default_pool
+from results_file import save_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -88,25 +86,20 @@ def main() -> None:
     ours_tokens = results["throughput"]["generated_tokens"]
 
     report = {
-        "settings": {**vars(args), "device": f"cpu ({platform.processor() or platform.machine()})",
-                     "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "settings": {**vars(args), "threads": torch.get_num_threads()},
         "evaluate": _rates(len(prompts), ours_tokens, ours_seconds),
         "plain_generate": _rates(len(prompts), plain_tokens, plain_seconds),
         "evaluate_breakdown": {key: results["throughput"][key] for key in
                                ("generation_seconds", "verification_seconds")},
         "evaluate_metrics": results["metrics"][args.benchmark],
     }
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plot(report, out / "eval_throughput.png")
+    save_results(report, Path(args.output) / "eval_throughput.json", _plot)
     print(f"{len(prompts)} {args.benchmark} problems, greedy + {args.k} samples, max_new_tokens {args.max_new_tokens}, "
           f"batch {args.batch_size} sequences, {torch.get_num_threads()} threads")
     for name in ("evaluate", "plain_generate"):
         r = report[name]
         print(f"{name:15s} {r['problems_per_minute']:8.2f} problems/min {r['tokens_per_second']:8.1f} tokens/s "
               f"({r['generated_tokens']} tokens in {r['seconds']:.1f} s)")
-    print(f"written: {out / 'eval_throughput.json'}, {out / 'eval_throughput.png'}")
 
 
 def _rates(problems: int, tokens: int, seconds: float) -> dict:

@@ -1,41 +1,62 @@
-"""Where a benchmark leaves its numbers: a JSON file and, beside it, the PNG its `plot` draws from them; and the
-chart of two ways of making the same calls that several benchmarks draw."""
+"""Where a benchmark leaves its numbers: a JSON file with the provenance of the run (git revision, CPU, package
+versions) and, beside it, the PNG its `plot` draws from the numbers."""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
+PACKAGES = ("torch", "transformers", "trl", "accelerate", "peft", "math-verify", "vllm", "deepspeed")
 
-def save_results(results: dict, output: str | Path, plot: Callable[[dict, Path], None]) -> None:
+
+def provenance() -> dict:
+    """What produced a result: the code's revision (and whether it had uncommitted changes), the machine, the
+    versions of the packages melrl builds on, and the torch thread count."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    import torch
+
+    return {
+        "git_revision": git("rev-parse", "HEAD") or None,
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "packages": versions,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def save_results(results: dict, output: str | Path, plot: Callable[[dict, Path], None] | None = None) -> None:
+    """`{"provenance": ..., "results": results}` to `output`, and `plot(results, output.png)` beside it."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
-    plot(results, output.with_suffix(".png"))
-    print(f"saved {output} and {output.with_suffix('.png')}")
-
-
-def plot_two_ways(results: dict, path: Path, ways: tuple[str, str], value: str, ticks: list[str], ylabel: str,
-                  xlabel: str | None = None) -> None:
-    """One pair of bars per call in `results["calls"]`: `value` of each of the two `ways` of making it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    calls = results["calls"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.38
-    for offset, way in zip((-width / 2, width / 2), ways):
-        ax.bar([i + offset for i in range(len(calls))], [call[way][value] for call in calls.values()], width,
-               label=way)
-    ax.set_xticks(range(len(calls)), ticks)
-    if xlabel:
-        ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"{results['model']} on {results['threads']} CPU threads")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    output.write_text(json.dumps({"provenance": provenance(), "results": results}, indent=2) + "\n")
+    if plot is not None:
+        plot(results, output.with_suffix(".png"))
+    print(f"saved {output}" + (f" and {output.with_suffix('.png')}" if plot is not None else ""))

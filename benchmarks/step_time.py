@@ -22,9 +22,6 @@ memory is its own) with the same seed and data; the first step is a warm-up and 
 measured too. By default it is on for the tiny model (whose analyses are random tokens); the embedded model runs
 as it is, and at the demo setting a second time with it on.
 
-Each run uses the malloc `melrl train` would use (`--allocator`, as `MELRL_ALLOCATOR`: jemalloc on a CPU host
-where it is installed); the JSON records which one ran.
-
 Rates are given twice: per output token (generated or trained) and per processed token (adding what a phase
 reads: the prompts of a generation, the prompt of the update, the analysis context of the NLL).
 """
@@ -68,7 +65,7 @@ def run_one(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    import melrl.trainer as trainer_module
+    import melrl.training.trainer as trainer_module
 
     if spec["accept_all"]:
         def accept(job, *, leak_check):
@@ -82,13 +79,12 @@ def run_one(spec: dict) -> dict:
 
 
 def train_and_summarise(spec: dict, work: Path) -> dict:
-    import melrl.trainer as trainer_module
-    from melrl.allocator import jemalloc_loaded
-    from melrl.config import MELConfig
+    import melrl.training.trainer as trainer_module
+    from melrl.training.config import MELConfig
     from melrl.data import load_records
     from melrl.jsonl import read_jsonl
     from melrl.models import build_tiny_model, load_model_and_tokenizer
-    from melrl.train import build_train_dataset
+    from melrl.training.train import build_train_dataset
 
     model_name = spec["model"]
     if model_name == "tiny":
@@ -100,7 +96,7 @@ def train_and_summarise(spec: dict, work: Path) -> dict:
     settings = dict(
         output_dir=str(work / "run"), max_steps=spec["steps"], meta_experience=spec["meta_experience"],
         prompt_template="short", temperature=0.7, learning_rate=1e-5, use_cpu=True, bf16=False,
-        activation_checkpointing=True, nll_pack_max_tokens=4096, report_to="none", save_strategy="no",
+        activation_checkpointing=True, report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, seed=0, **SETTINGS[spec["setting"]],
     )
     config = MELConfig(**settings | spec.get("overrides", {}))
@@ -115,7 +111,6 @@ def train_and_summarise(spec: dict, work: Path) -> dict:
     summary["step_time"] = sum(summary[f"time_{p}"] for p in PHASES)
     summary["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     summary["wall_seconds"] = wall
-    summary["allocator"] = "jemalloc" if jemalloc_loaded() else "system"
     return summary
 
 
@@ -127,23 +122,13 @@ def parity_accuracy(prompts, completions, **kwargs):
 parity_accuracy.__name__ = "accuracy"
 
 
-def run_environment(allocator: str) -> dict[str, str]:
-    """The environment of each run: jemalloc preloaded where `melrl train` would preload it (see melrl.allocator)."""
-    from melrl.allocator import ENV, library_to_preload, preload_environment
-
-    environ = {**os.environ, ENV: allocator}
-    library = library_to_preload(environ, loaded=False)
-    return preload_environment(environ, library) if library else environ
-
-
-def measure(model: str, setting: str, steps: int, accept_all: bool, environ: dict[str, str],
-            overrides: dict | None = None) -> dict:
+def measure(model: str, setting: str, steps: int, accept_all: bool, overrides: dict | None = None) -> dict:
     results = {}
     for meta in (False, True):
         spec = dict(model=model, setting=setting, steps=steps, meta_experience=meta, accept_all=accept_all,
                     overrides=overrides or {})
         out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT, capture_output=True,
-                             text=True, check=False, env=environ)
+                             text=True, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"{spec} failed:\n{out.stderr[-3000:]}")
         results["mel" if meta else "grpo"] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -174,24 +159,7 @@ def compare(grpo: dict, mel: dict) -> dict:
         "tokens_per_second": {phase: rate(output[phase], seconds[phase]) for phase in output},
         "processed_tokens_per_second": {phase: rate(output[phase] + read[phase], seconds[phase]) for phase in output},
         "peak_rss_gib": {"grpo": grpo["peak_rss_gib"], "mel": mel["peak_rss_gib"]},
-        "allocator": mel["allocator"],
     }
-
-
-def check_goals(result: dict) -> dict:
-    tps, processed = result["tokens_per_second"], result["processed_tokens_per_second"]
-    goals = {"time_within_token_share": result["mel_over_grpo"] - 1 <= 1.25 * result["extra_token_share"],
-             "extra_time_within_token_share": result["extra_time_share"] <= 1.25 * result["extra_token_share"],
-             "time_within_processed_token_share":
-                 result["mel_over_grpo"] - 1 <= 1.25 * result["extra_processed_token_share"],
-             "mel_peak_rss_within_3_gib": result["peak_rss_gib"]["mel"] <= 3.0}
-    for phase in ("analysis", "replay"):
-        if tps[phase] and tps["rollout"]:
-            goals[f"{phase}_at_80pct_of_rollout"] = tps[phase] >= 0.8 * tps["rollout"]
-    if tps["nll"] and tps["update"]:
-        goals["nll_no_slower_than_update_per_trained_token"] = tps["nll"] >= tps["update"]
-        goals["nll_no_slower_than_update_per_processed_token"] = processed["nll"] >= processed["update"]
-    return goals
 
 
 def plot(all_results: dict, path: Path) -> None:
@@ -237,8 +205,6 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--accept-all", choices=("auto", "yes", "no"), default="auto",
                         help="accept every analysis and replay (auto: tiny model; embedded model at the demo setting too)")
-    parser.add_argument("--allocator", choices=("auto", "jemalloc", "system"), default="auto",
-                        help="malloc of each run, chosen as `melrl train` chooses it (MELRL_ALLOCATOR)")
     parser.add_argument("--bf16", action="store_true",
                         help="bf16 mixed precision (the update and NLL in autocast; generation in float32)")
     parser.add_argument("--output", default=str(RESULTS / "step_time.json"))
@@ -248,7 +214,6 @@ def main() -> int:
         print(json.dumps(run_one(json.loads(args.one))))
         return 0
 
-    environ = run_environment(args.allocator)
     overrides = {"bf16": True} if args.bf16 else None
     all_results = {}
     for model in args.models.split(","):
@@ -256,16 +221,14 @@ def main() -> int:
             for accept in accept_modes(args.accept_all, model, setting):
                 name = f"{model}/{setting}" + ("/accept-all" if accept else "")
                 model_name = "smollm2-135m-instruct" if model == "embedded" else model
-                result = measure(model_name, setting, args.steps, accept, environ, overrides)
+                result = measure(model_name, setting, args.steps, accept, overrides)
                 result["bf16"] = args.bf16
-                result["goals"] = check_goals(result)
                 all_results[name] = result
                 print(f"{name}: MEL/GRPO step time {result['mel_over_grpo']:.2f}, extra token share "
                       f"{result['extra_token_share']:.2f} (processed {result['extra_processed_token_share']:.2f}), "
                       f"tokens/s {rounded(result['tokens_per_second'])}, processed tokens/s "
-                      f"{rounded(result['processed_tokens_per_second'])}, peak RSS {rounded(result['peak_rss_gib'])} "
-                      f"({result['allocator']}), "
-                      f"goals {result['goals']}", flush=True)
+                      f"{rounded(result['processed_tokens_per_second'])}, peak RSS {rounded(result['peak_rss_gib'])} GiB",
+                      flush=True)
     save_results(all_results, args.output, plot)
     return 0
 

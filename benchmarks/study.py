@@ -37,7 +37,7 @@ def train_and_evaluate(args, method: str, seed: int, run_dir: Path) -> dict:
     """Metrics of one trained run on the held-out set; a finished evaluation is read back, not redone."""
     from melrl.cli import parse_train_args, preset_path
     from melrl.evaluation import evaluate
-    from melrl.train import run_training
+    from melrl.training.train import run_training
 
     eval_dir = run_dir / "eval"
     results_file = eval_dir / "results.json"

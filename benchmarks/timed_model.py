@@ -19,7 +19,7 @@ def load_timed_model(name: str):
 
 
 def prompt_ids(tokenizer, user_text: str) -> list[int]:
-    """`user_text` as one user message through the chat template (`melrl.prompts.render`), tokenized."""
-    from melrl.prompts import render
+    """`user_text` as one user message through the chat template (`melrl.method.prompts.render`), tokenized."""
+    from melrl.method.prompts import render
 
     return tokenizer(render(tokenizer, user_text), add_special_tokens=False)["input_ids"]

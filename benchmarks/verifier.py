@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from results_file import save_results
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -58,7 +60,7 @@ def wrong_answer(gold: str, rng: random.Random) -> str:
 
 
 def timed(completions, golds, timeout):
-    from melrl.verifier import verify_batch
+    from melrl.verify.verifier import verify_batch
 
     start = time.perf_counter()
     verdicts = verify_batch(completions, golds, answer_format="boxed", timeout=timeout)
@@ -72,7 +74,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / "verifier.json"))
     args = parser.parse_args()
-    from melrl.verifier import default_pool
+    from melrl.verify.verifier import default_pool
 
     default_pool().warmup()
     completions, golds, truth = realistic(args.n, args.seed)
@@ -95,23 +97,25 @@ def main() -> int:
         "pool_stats": stats,
     }
     print(json.dumps(result, indent=2))
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2))
+    save_results(result, args.output, plot)
+    return 0
 
+
+def plot(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    seconds, mixed_seconds = result["realistic"]["seconds"], result["with_5pct_pathological"]["seconds"]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.bar(["realistic", "5% pathological"], [seconds, mixed_seconds], color=["tab:blue", "tab:orange"])
-    ax.set_ylabel(f"seconds for {args.n} verifications")
-    ax.set_title(f"{args.n / seconds:.0f} vs {args.n / mixed_seconds:.0f} verifications/s "
-                 f"({result['workers']} workers, timeout {args.timeout:g} s)", fontsize=9)
+    ax.set_ylabel(f"seconds for {result['n']} verifications")
+    ax.set_title(f"{result['n'] / seconds:.0f} vs {result['n'] / mixed_seconds:.0f} verifications/s "
+                 f"({result['workers']} workers, timeout {result['timeout']:g} s)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(output.with_suffix(".png"), dpi=120)
-    return 0
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

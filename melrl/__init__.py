@@ -1,6 +1,6 @@
 """melrl: Meta-Experience Learning for LLM reasoning, on TRL.
 
-Names are imported on first use, so that `import melrl.experience` and other light modules stay free of torch.
+Names are imported on first use, so that `import melrl.method.experience` and other light modules stay free of torch.
 """
 
 from importlib import import_module
@@ -8,16 +8,23 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "verify": "melrl.verifier",
-    "verify_batch": "melrl.verifier",
-    "extract_answer": "melrl.answers",
+    "verify": "melrl.verify.verifier",
+    "verify_batch": "melrl.verify.verifier",
+    "extract_answer": "melrl.verify.answers",
     "load_records": "melrl.data",
     "Record": "melrl.data",
     "resolve_model": "melrl.models",
     "build_tiny_model": "melrl.models",
-    "make_accuracy_reward": "melrl.rewards",
-    "MELConfig": "melrl.config",
-    "MELTrainer": "melrl.trainer",
+    "make_accuracy_reward": "melrl.training.rewards",
+    "MELConfig": "melrl.training.config",
+    "MELTrainer": "melrl.training.trainer",
+    "RunArguments": "melrl.training.config",
+    "compute_advantages": "melrl.method.algorithms",
+    "select_pairs": "melrl.method.experience",
+    "find_leaks": "melrl.method.experience",
+    "parse_meta_experience": "melrl.method.experience",
+    "pass_at_k": "melrl.evaluation.metrics",
+    "evaluate": "melrl.evaluation.runner",
 }
 
 __all__ = sorted(_EXPORTS)

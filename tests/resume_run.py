@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-import melrl.trainer as trainer_module
-from melrl.runs import checkpoint_step, resolve_checkpoint, rewind_run_files
+import melrl.training.trainer as trainer_module
+from melrl.training.runs import checkpoint_step, resolve_checkpoint, rewind_run_files
 from tests.test_trainer import fake_judge, make_trainer
 
 

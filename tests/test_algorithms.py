@@ -2,14 +2,11 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from melrl.algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
-from tests.helpers import free_port
+from melrl.method.algorithms import compute_advantages, rft_loss_sum, sequence_mean_nll, token_log_probs
 
 EPS = 1e-4
 
@@ -62,32 +59,6 @@ def test_equal_groups_stay_zero_under_group_baseline_but_not_under_global_whiten
     assert compute_advantages(rewards, 4, "reinforce_pp")[:4].min() > 0  # no baseline: above the batch mean
 
 
-@pytest.mark.parametrize("method", ["grpo", "reinforce_pp", "reinforce_pp_baseline", "rft"])
-def test_two_processes_see_the_same_advantages_as_one(method):
-    """Each process holds half of the global batch; advantages come from the gathered batch, then are sliced."""
-    script = f"""
-import os, torch, torch.distributed as dist, json, sys
-from melrl.algorithms import compute_advantages
-rank, world = int(sys.argv[1]), 2
-dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{free_port()}", rank=rank, world_size=world)
-g = torch.Generator().manual_seed(0)
-global_rewards = torch.randint(0, 2, (16,), generator=g).float()
-local = global_rewards.view(world, -1)[rank].clone()
-gathered = [torch.zeros_like(local) for _ in range(world)]
-dist.all_gather(gathered, local)
-advantages = compute_advantages(torch.cat(gathered), 4, "{method}")
-mine = advantages.view(world, -1)[rank]
-print(json.dumps({{"mine": mine.tolist(), "single": compute_advantages(global_rewards, 4, "{method}").tolist()}}))
-dist.destroy_process_group()
-"""
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(rank)], stdout=subprocess.PIPE, text=True)
-             for rank in range(2)]
-    outputs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
-    combined = outputs[0]["mine"] + outputs[1]["mine"]
-    assert combined == pytest.approx(outputs[0]["single"], abs=1e-6)
-
-
-
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="groups of 4"):
         compute_advantages(torch.zeros(6), 4, "grpo")
@@ -104,7 +75,7 @@ def test_rft_loss_is_nll_of_correct_tokens():
     # only row 1 is correct: its three tokens
     by_hand = -sum(torch.log_softmax(logits[1, t], -1)[targets[1, t]].item() for t in range(3))
     assert rft_loss_sum(logps, mask, torch.tensor([0.0, 1.0])).item() == pytest.approx(by_hand, rel=1e-5)
-    assert sequence_mean_nll(logits, targets, mask)[1].item() == pytest.approx(by_hand / 3, rel=1e-5)
+    assert sequence_mean_nll(logps, mask)[1].item() == pytest.approx(by_hand / 3, rel=1e-5)
 
 
 ALGORITHMS = ["grpo", "reinforce_pp", "reinforce_pp_baseline", "rft"]
@@ -132,7 +103,7 @@ def test_every_algorithm_trains_with_and_without_meta_experience(tiny_model_dir,
      {"importance_sampling_level": "sequence", "loss_type": "grpo"}],
 )
 def test_trl_loss_variants_work_with_meta_experience(tiny_model_dir, tmp_path, overrides, monkeypatch):
-    import melrl.trainer as trainer_module
+    import melrl.training.trainer as trainer_module
     from tests.test_trainer import fake_judge, make_trainer
 
     monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)

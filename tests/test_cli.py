@@ -43,7 +43,7 @@ TRAINING_PRESETS = sorted(p.name for p in preset_path("demo.yaml").parent.glob("
 @pytest.mark.parametrize("name", TRAINING_PRESETS)
 def test_every_training_preset_uses_only_known_keys(name):
     from melrl.cli import check_config_keys
-    from melrl.config import MELConfig, RunArguments
+    from melrl.training.config import MELConfig, RunArguments
 
     check_config_keys(preset_path(name), (RunArguments, MELConfig))
     values = yaml.safe_load(preset_path(name).read_text())

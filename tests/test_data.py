@@ -144,7 +144,7 @@ def test_math500_and_dapo_fields():
 
 
 def test_minerva_answers_use_the_last_boxed_rule():
-    from melrl.answers import last_boxed
+    from melrl.verify.answers import last_boxed
 
     assert last_boxed(r"a \boxed{1} then \boxed{\frac{1}{2}} end") == r"\frac{1}{2}"
     assert last_boxed(r"\boxed{\{1,2\}}") == r"\{1,2\}"
@@ -372,7 +372,7 @@ WORDED = [
 
 
 def solve(problem):
-    """(kind, operands, answer) computed independently of melrl.arith."""
+    """(kind, operands, answer) computed independently of melrl.data.arith."""
     m = re.fullmatch(r"What is ([\d +\-×]+)\?", problem)
     if m:
         expr = m.group(1).replace("×", "*")

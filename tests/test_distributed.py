@@ -24,20 +24,21 @@ def launch(command, output_dir):
     return Path(output_dir)
 
 
-@pytest.fixture(scope="module")
-def runs(tiny_model_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("distributed")
-    single = launch([sys.executable, "-m", "tests.mp_run", tiny_model_dir, base / "one" / "run", GLOBAL_BATCH],
-                    base / "one" / "run")
+# grpo keeps TRL's advantages; the others are computed on the gathered batch and sliced back by the trainer
+@pytest.fixture(scope="module", params=["grpo", "reinforce_pp", "reinforce_pp_baseline", "rft"])
+def runs(request, tiny_model_dir, tmp_path_factory):
+    algorithm = request.param
+    base = tmp_path_factory.mktemp(f"distributed-{algorithm}")
+    single = launch([sys.executable, "-m", "tests.mp_run", tiny_model_dir, base / "one" / "run", GLOBAL_BATCH,
+                     algorithm], base / "one" / "run")
     accelerate_config = preset_path("accelerate/cpu_2proc.yaml")
     double = launch(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
          "--main_process_port", str(free_port()), "-m", "tests.mp_run", tiny_model_dir, str(base / "two" / "run"),
-         str(GLOBAL_BATCH)],
+         str(GLOBAL_BATCH), algorithm],
         base / "two" / "run",
     )
     return single, double
-
 
 
 def ranks(run_dir):
@@ -58,6 +59,18 @@ def test_ranks_do_the_same_work_and_end_with_the_same_parameters(runs):
     assert rank0["generate"] == rank1["generate"]  # analysis and replay padded to equal calls
     assert rank0["nll_forward"] == rank1["nll_forward"] >= 1  # a rank without kept M runs a dummy row
     assert rank0["param_hash"] == rank1["param_hash"]
+
+
+def test_each_process_gets_its_rows_of_the_one_process_advantages(runs):
+    single, double = runs
+    (one,), (rank0, rank1) = ranks(single), ranks(double)
+    assert len(one["advantages"]) == len(rank0["advantages"]) == len(rank1["advantages"]) == 3
+    for whole, first, second in zip(one["advantages"], rank0["advantages"], rank1["advantages"]):
+        assert len(first) == len(second) == GLOBAL_BATCH // 2 and not first.keys() & second.keys()
+        merged = {**first, **second}
+        assert merged.keys() == whole.keys()
+        assert [merged[row] for row in whole] == pytest.approx([whole[row] for row in whole], abs=1e-6)
+    assert any(abs(a) > 1e-6 for batch in one["advantages"] for a in batch.values())
 
 
 def test_loss_and_parameters_match_one_process(runs):
@@ -102,10 +115,10 @@ def test_training_presets_make_whole_groups(name):
 def test_lora_trains_only_adapter_weights(tiny_model_dir, tmp_path, monkeypatch):
     import torch
 
-    import melrl.trainer as trainer_module
-    from melrl.config import RunArguments
+    import melrl.training.trainer as trainer_module
+    from melrl.training.config import RunArguments
     from melrl.models import load_model_and_tokenizer
-    from melrl.trainer import MELTrainer
+    from melrl.training.trainer import MELTrainer
     from tests.test_trainer import fake_judge, make_config, make_dataset, parity_accuracy
 
     monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)

@@ -14,7 +14,6 @@ import torch
 from melrl.evaluation import average_metrics, benchmark_metrics, compare, markdown_table, pass_at_k
 from melrl.evaluation.backends import Request, RowSampler, TransformersBackend, choose_backend, vllm_available
 from melrl.evaluation.runner import BENCHMARKS, evaluate, load_problems
-from melrl import shared_prefix
 from melrl.jsonl import read_jsonl
 
 from tests.helpers import needs_data
@@ -156,23 +155,6 @@ def test_a_model_in_mixed_precision_generates_without_autocast_on_cpu(tiny_model
     assert autocast[-1]  # the wrapper is back
 
 
-@pytest.mark.parametrize("preamble", ["", "Solve the problem below step by step, then give the final answer. " * 3])
-def test_shared_prefill_gives_the_same_completions(tiny, monkeypatch, preamble):
-    plans = []
-    original = shared_prefix.shared_prefill_plan
-    monkeypatch.setattr(shared_prefix, "shared_prefill_plan",
-                        lambda *a, **kw: plans.append(original(*a, **kw)) or plans[-1])
-    questions = ("What is 2 + 3? Think about it carefully and explain every step of your reasoning.",
-                 "Name a prime number larger than 10, and explain why it has no divisor but one and itself.")
-    requests = [Request(preamble + question, t, seed, 10) for question in questions
-                for t, seed in ((0.0, None), (1.0, 1), (1.0, 2))]
-    shared = TransformersBackend(*tiny, share_prefill=True).generate(requests)
-    monkeypatch.undo()
-    assert shared == TransformersBackend(*tiny, share_prefill=False).generate(requests)
-    (plan,) = plans
-    assert plan.distinct_ids.size(0) == 2 and plan.prefix.size(1) >= (40 if preamble else 0)
-
-
 def test_backend_choice():
     assert choose_backend("auto", model_is_loaded=True) == "transformers"
     assert choose_backend("transformers", model_is_loaded=False) == "transformers"
@@ -310,7 +292,7 @@ def test_compare_puts_runs_side_by_side(tmp_path, capsys):
     assert f"| {a} | 20.00 | 10.00 | 30.00 | 20.00 |" in table and f"| {b} | 25.00 |" in table
 
     args = _parser().parse_args(["eval", "--compare", a, b, "--output-dir", str(tmp_path / "cmp")])
-    from melrl.eval_cli import run_eval
+    from melrl.cli.eval import run_eval
 
     assert run_eval(args) == 0
     assert capsys.readouterr().out.startswith(table)
@@ -320,7 +302,7 @@ def test_compare_puts_runs_side_by_side(tmp_path, capsys):
 
 
 def _parser():
-    from melrl.eval_cli import add_eval_parser
+    from melrl.cli.eval import add_eval_parser
 
     parser = argparse.ArgumentParser(prog="melrl")
     add_eval_parser(parser.add_subparsers(dest="command"))
@@ -340,7 +322,7 @@ def test_cli_parses_the_flags():
 
 @needs_data
 def test_cli_evaluates_and_prints_the_table(tiny_model_dir, tmp_path, capsys):
-    from melrl.eval_cli import default_output_dir, run_eval
+    from melrl.cli.eval import default_output_dir, run_eval
 
     assert default_output_dir("Qwen/Qwen3-4B-Base") == Path("runs/eval/Qwen_Qwen3-4B-Base")
     args = _parser().parse_args(["eval", "--model", tiny_model_dir, "--benchmarks", "gsm8k", "--limit", "1", "--k",

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from melrl import prompts
-from melrl.experience import (
+from melrl.method import prompts
+from melrl.method.experience import (
     MAX_PARSE_CHARS,
     MetaExperienceFormatError,
     Pair,
@@ -39,7 +39,7 @@ def _env():
 
 def test_import_pulls_in_no_torch_trl_transformers():
     code = (
-        "import sys, melrl.experience\n"
+        "import sys, melrl.method.experience\n"
         "heavy = [m for m in ('torch', 'trl', 'transformers') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
@@ -111,7 +111,7 @@ def test_deterministic_and_varies_with_seed_and_step():
 def test_deterministic_across_processes():
     correct = [1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1, 0, 1]
     code = (
-        "from melrl.experience import select_pairs\n"
+        "from melrl.method.experience import select_pairs\n"
         f"print([tuple(vars(p).values()) for p in select_pairs({correct}, 8, 5, seed=11, step=4)])\n"
     )
     outs = set()

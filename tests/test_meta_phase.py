@@ -2,9 +2,9 @@
 
 import pytest
 
-from melrl.experience import Pair
-from melrl.meta_phase import MetaExperienceJob, build_jobs, judge_analysis
-from melrl.prompts import (
+from melrl.method.experience import Pair
+from melrl.method.meta_phase import MetaExperienceJob, build_jobs, judge_analysis
+from melrl.method.prompts import (
     SECTION_FAILURE, SECTION_HEURISTICS, SECTION_PATTERN, SECTION_SUCCESS, SECTION_SUMMARY, TRUNCATION_MARKER,
 )
 

@@ -47,7 +47,7 @@ def test_embedded_model_converts_once_then_loads_from_the_cache(monkeypatch, tmp
 
     model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
     assert "quantization_config" not in model.config.to_dict()
-    from melrl.prompts import render
+    from melrl.method.prompts import render
 
     encoded = tokenizer([render(tokenizer, "What is the capital of France?")], return_tensors="pt")
     with torch.inference_mode():

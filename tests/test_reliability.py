@@ -10,10 +10,10 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
-from melrl.config import MELConfig, RunArguments
+from melrl.training.config import MELConfig, RunArguments
 from melrl.data import DatasetError
 from melrl.jsonl import read_jsonl
-from melrl.runs import COMPLETE_MARKER, complete_checkpoints, resolve_checkpoint
+from melrl.training.runs import COMPLETE_MARKER, complete_checkpoints, resolve_checkpoint
 from tests.helpers import without_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,15 +90,24 @@ def test_incomplete_checkpoints_are_never_resumed(tmp_path):
         resolve_checkpoint(tmp_path, str(tmp_path / "nowhere"))
 
 
-def test_checkpoints_are_renamed_into_place_complete(tiny_model_dir, tmp_path):
+def test_checkpoints_are_marked_complete_and_rotation_keeps_the_best(tiny_model_dir, tmp_path):
+    from transformers import TrainerCallback
+
     from tests.test_trainer import make_trainer
 
-    trainer = make_trainer(tiny_model_dir, tmp_path, max_steps=2, save_strategy="steps", save_steps=1,
+    class FirstIsBest(TrainerCallback):  # as an evaluation that found step 1 best would record it
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                state.best_model_checkpoint = str(tmp_path / "run" / "checkpoint-1")
+
+    trainer = make_trainer(tiny_model_dir, tmp_path, max_steps=3, save_strategy="steps", save_steps=1,
                            save_total_limit=1, meta_experience=False)
+    trainer.add_callback(FirstIsBest())
     trainer.train()
     run = tmp_path / "run"
-    assert [p.name for p in complete_checkpoints(run)] == ["checkpoint-2"]  # rotation kept the last one
-    assert not any((run / ".staging").iterdir()) if (run / ".staging").exists() else True
+    assert [p.name for p in complete_checkpoints(run)] == ["checkpoint-1", "checkpoint-3"]  # the best and the last
+    marker = json.loads((run / "checkpoint-3" / COMPLETE_MARKER).read_text())
+    assert marker == {"global_step": 3}
 
 
 CPU = dict(use_cpu=True, bf16=False, report_to="none", output_dir="unused")
@@ -124,7 +133,7 @@ def fail_if_model_loads(*args, **kwargs):
 
 
 def test_budget_larger_than_the_context_fails_before_loading(tiny_model_dir, monkeypatch):
-    import melrl.train as train_module
+    import melrl.training.train as train_module
 
     monkeypatch.setattr(train_module, "load_model_and_tokenizer", fail_if_model_loads)
     config = MELConfig(**CPU, per_device_train_batch_size=4, num_generations=4, analysis_max_prompt_length=4000,
@@ -141,7 +150,7 @@ def test_budget_larger_than_the_context_fails_before_loading(tiny_model_dir, mon
     ],
 )
 def test_missing_dataset_or_model_fails_before_loading(run, error, message, monkeypatch):
-    import melrl.train as train_module
+    import melrl.training.train as train_module
 
     monkeypatch.setattr(train_module, "load_model_and_tokenizer", fail_if_model_loads)
     config = MELConfig(**CPU, per_device_train_batch_size=4, num_generations=4)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-import melrl.trainer as trainer_module
-from melrl.config import MELConfig
+import melrl.training.trainer as trainer_module
+from melrl.training.config import MELConfig
 from melrl.jsonl import read_jsonl
 from melrl.report import build_report, filter_experiences, load_run, verdict
 from melrl.report.page import cap
-from melrl.report_cli import add_report_parsers, format_table, run_experiences, run_report
+from melrl.cli.report import add_report_parsers, format_table, run_experiences, run_report
 
 INJECTION = "<script>alert(1)</script>"
 FIGURES = ("reward", "validation", "retention", "counters", "time")
@@ -68,7 +68,7 @@ def train(model_dir, output_dir, **overrides):
     from datasets import Dataset
 
     from melrl.models import load_model_and_tokenizer
-    from melrl.trainer import MELTrainer
+    from melrl.training.trainer import MELTrainer
 
     problems = [f"What is {i} + {i}? <img src=x onerror=alert(2)> & </pre>" for i in range(16)]
     dataset = Dataset.from_dict({"prompt": problems, "problem": problems, "answer": [str(2 * i) for i in range(16)],

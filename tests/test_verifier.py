@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from melrl import verifier
-from melrl.answers import MAX_ANSWER_CHARS, extract_answer, prescreen
-from melrl.rewards import make_accuracy_reward
-from melrl.verifier import VerifierPool, default_timeout, verify, verify_batch
+from melrl.verify import verifier
+from melrl.verify.answers import MAX_ANSWER_CHARS, extract_answer, prescreen
+from melrl.training.rewards import make_accuracy_reward
+from melrl.verify.verifier import VerifierPool, default_timeout, verify, verify_batch
 
 TIMEOUT = 2.0
 

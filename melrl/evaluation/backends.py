@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from ..cpu_decoding import fast_cpu_decoding, without_mixed_precision
-from ..shared_prefix import shared_prefix_generation
 
 TRANSFORMERS_BATCH_SIZE = 32  # sequences per generate call
 VLLM_BATCH_SIZE = 2048  # sequences handed to vLLM at once; it schedules them itself
@@ -84,17 +82,14 @@ class RowSampler(LogitsProcessor):
 
 
 class TransformersBackend:
-    """Batched `model.generate` with left padding on whatever device the model is on; a prompt shared by several
-    requests (the greedy answer and the samples of one problem) and the start all prompts share are encoded once
-    (`share_prefill`, `melrl.shared_prefix`)."""
+    """Batched `model.generate` with left padding on whatever device the model is on."""
 
     name = "transformers"
 
-    def __init__(self, model, tokenizer, batch_size: int | None = None, *, share_prefill: bool = True):
+    def __init__(self, model, tokenizer, batch_size: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size or TRANSFORMERS_BATCH_SIZE
-        self.share_prefill = share_prefill
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = _eos_ids(model, tokenizer)
 
@@ -112,10 +107,8 @@ class TransformersBackend:
             eos_token_id=sorted(self.eos_ids), pad_token_id=self.pad_id,
         )
         sampler = RowSampler([r.temperature for r in requests], [r.seed for r in requests])
-        # not inference_mode: in training, tensors cached here may later need autograd; there the model may be
-        # wrapped in mixed precision's autocast
-        with (torch.no_grad(), fast_cpu_decoding(self.model, sequences=len(requests)),
-              without_mixed_precision(self.model), shared_prefix_generation(self.model, enabled=self.share_prefill)):
+        # not inference_mode: in training, tensors cached here may later need autograd
+        with torch.no_grad():
             output = self.model.generate(
                 input_ids=input_ids, attention_mask=mask, generation_config=config,
                 logits_processor=LogitsProcessorList([sampler]),

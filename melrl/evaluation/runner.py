@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 
-from ..answers import extract_answer
-from ..data import Record, load_records
-from ..prompts import ANSWER_FORMAT, SOLVE_TEMPLATES, render, solve_text
-from ..verifier import verify_batch
-from .backends import Completion, Request, TransformersBackend, VLLMBackend, choose_backend
-from .metrics import average_metrics, benchmark_metrics
-from .store import EvalDir
+from melrl.verify.answers import extract_answer
+from melrl.data import Record, load_records
+from melrl.method.prompts import ANSWER_FORMAT, SOLVE_TEMPLATES, render, solve_text
+from melrl.verify.verifier import verify_batch
+from melrl.evaluation.backends import Completion, Request, TransformersBackend, VLLMBackend, choose_backend
+from melrl.evaluation.metrics import average_metrics, benchmark_metrics
+from melrl.evaluation.store import EvalDir
 
 logger = logging.getLogger("melrl.evaluation")
 
@@ -267,7 +267,7 @@ def _open_backend(model, backend, batch_size, seed, dtype, label):
         return backend, label or _label(model), model[0] if is_pair else None
     kind = choose_backend(backend, model_is_loaded=is_pair)
     if kind == "vllm":
-        from ..models import resolve_model
+        from melrl.models import resolve_model
 
         return VLLMBackend(resolve_model(model), seed=seed, batch_size=batch_size, dtype=dtype or "auto"), \
             label or str(model), None
@@ -276,7 +276,7 @@ def _open_backend(model, backend, batch_size, seed, dtype, label):
     else:
         import torch
 
-        from ..models import load_model_and_tokenizer
+        from melrl.models import load_model_and_tokenizer
 
         cuda = torch.cuda.is_available()
         net, tokenizer = load_model_and_tokenizer(model, dtype=dtype or ("bfloat16" if cuda else None),

@@ -9,8 +9,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..jsonl import JsonlWriter, read_jsonl
-from .report import RESULTS_FILE, results_markdown
+from melrl.jsonl import JsonlWriter, read_jsonl
+from melrl.evaluation.report import RESULTS_FILE, results_markdown
 
 CONFIG_FILE = "config.json"
 SAMPLES_FILE = "samples.jsonl"

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from transformers import TrainerCallback
 
-from .runner import evaluate
+from melrl.evaluation.runner import evaluate
 
 DEFAULT_VALIDATION_BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "olympiadbench")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runs import (
+from melrl.report.runs import (
     COUNTERS,
     VERDICTS,
     EvalResult,
@@ -63,8 +63,8 @@ def build_report(
     `max_experiences` caps the browser's entries per run (every k-th is shown beyond it; 0 = no cap);
     `max_chars` caps each text shown (head and tail kept).
     """
-    from .figures import all_figures
-    from .page import render_page
+    from melrl.report.figures import all_figures
+    from melrl.report.page import render_page
 
     output = Path(output)
     runs = load_runs(list(run_dirs))

@@ -13,8 +13,8 @@ import math
 import re
 from datetime import datetime, timezone
 
-from .figures import Figure
-from .runs import ALL_COUNTERS, PHASES, VERDICT_HELP, VERDICTS, Run, first_heuristic, verdict
+from melrl.report.figures import Figure
+from melrl.report.runs import ALL_COUNTERS, PHASES, VERDICT_HELP, VERDICTS, Run, first_heuristic, verdict
 
 PART_TITLES = (
     ("failure_point", "Failure point (bifurcation)"),

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..jsonl import read_jsonl
+from melrl.jsonl import read_jsonl
 
 METRICS_FILE = "metrics.jsonl"
 EXPERIENCES_FILE = "experiences.jsonl"

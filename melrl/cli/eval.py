@@ -1,0 +1,93 @@
+"""`melrl eval`: Pass@1 / Avg@k / Pass@k of a model on math benchmarks, and `--compare` of finished evaluations."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+PAPER_BENCHMARKS = "aime24,aime25,amc23,math500,olympiadbench"
+EVAL_ROOT = Path("runs") / "eval"
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `eval` on the `melrl` sub-command parsers; returns its parser."""
+    p = subparsers.add_parser(
+        "eval", help="Pass@1 (greedy), Avg@k and Pass@k on math benchmarks; --compare DIR ... for a side-by-side table",
+        description="Evaluate a model as in the paper's Table 1: Pass@1 from one greedy sample, Avg@k and Pass@k "
+                    "from k samples at temperature T. Interrupted runs continue where they stopped when rerun "
+                    "with the same --output-dir.",
+    )
+    p.add_argument("--model", help="embedded name, local folder or hub id (required unless --compare)")
+    p.add_argument("--benchmarks", default=PAPER_BENCHMARKS,
+                   help=f"comma-separated: aime24, aime25, amc23, math500, olympiadbench, gsm8k, minerva_math "
+                        f"(default: {PAPER_BENCHMARKS})")
+    p.add_argument("--template", default="qwen-boxed", help="solve template: qwen-boxed, dapo or short")
+    p.add_argument("--k", type=int, default=8, help="samples per problem for Avg@k and Pass@k; 0: greedy only")
+    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature of the k samples")
+    p.add_argument("--no-greedy", dest="greedy", action="store_false", help="skip the greedy Pass@1 sample")
+    p.add_argument("--max-new-tokens", type=int, default=4096, help="token budget of each answer")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="sequences per generate call (default: 32 for transformers, 2048 for vLLM)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
+    p.add_argument("--ids", default=None,
+                   help="comma-separated problem ids, bare or as benchmark:id (e.g. aime24:60,math500:test/algebra/1.json)")
+    p.add_argument("--output-dir", default=None,
+                   help="where samples.jsonl, results.json and results.md go (default: runs/eval/<model>); "
+                        "with --compare, where comparison.md goes")
+    p.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto",
+                   help="auto: vLLM if installed and a GPU is present, else transformers")
+    p.add_argument("--dtype", default=None, help="weights dtype (default: bfloat16 on a GPU, float32 on a CPU)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed; every sample's own seed derives from it")
+    p.add_argument("--data-dir", default=None, help="folder of the local datasets (or $MELRL_DATA_DIR)")
+    p.add_argument("--verifier-timeout", type=float, default=None, help="seconds per verification (default 5)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--compare", nargs="+", metavar="DIR", default=None,
+                   help="print one table with a row per finished evaluation directory instead of evaluating")
+    return p
+
+
+def default_output_dir(model: str) -> Path:
+    """runs/eval/<model>, with path separators turned into "_" ("Qwen/Qwen3-4B-Base" → "Qwen_Qwen3-4B-Base")."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/\\")).strip("._") or "model"
+    return EVAL_ROOT / name
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run `melrl eval` from parsed arguments; prints the Markdown table; returns the exit status."""
+    if args.compare:
+        return _run_compare(args.compare, args.output_dir)
+    if not args.model:
+        print("melrl eval: --model is required (or --compare DIR ...)", file=sys.stderr)
+        return 2
+    from melrl.evaluation import evaluate
+    from melrl.evaluation.report import results_markdown
+
+    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model)
+    try:
+        results = evaluate(
+            args.model, args.benchmarks, template=args.template, k=args.k, temperature=args.temperature,
+            greedy=args.greedy, max_new_tokens=args.max_new_tokens, limit=args.limit, ids=args.ids,
+            output_dir=str(output_dir), backend=args.backend, batch_size=args.batch_size, seed=args.seed,
+            data_dir=args.data_dir, progress=args.progress, verifier_timeout=args.verifier_timeout, dtype=args.dtype,
+        )
+    except KeyboardInterrupt:
+        print(f"\nmelrl eval: interrupted; rerun the same command to continue from {output_dir}", file=sys.stderr)
+        return 130
+    print(results_markdown(results))
+    print(f"samples, results.json and results.md in {output_dir}")
+    return 0
+
+
+def _run_compare(dirs: list[str], output_dir: str | None) -> int:
+    from melrl.evaluation.report import compare
+
+    table = compare(dirs)
+    print(table)
+    if output_dir:
+        path = Path(output_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "comparison.md").write_text(table, encoding="utf-8")
+        print(f"written to {path / 'comparison.md'}")
+    return 0

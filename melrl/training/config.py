@@ -1,0 +1,125 @@
+"""Configuration: `MELConfig` (the trainer's) and `RunArguments` (model, data and prompt for `melrl train`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from melrl.method.algorithms import ADVANTAGE_METHODS
+from melrl.method.prompts import SOLVE_TEMPLATES
+
+
+@dataclass
+class MELConfig(GRPOConfig):
+    r"""
+    Configuration of [`MELTrainer`]: every [`trl.GRPOConfig`] field plus the meta-experience loop.
+
+    Base algorithm:
+        algorithm (`str`, defaults to `"grpo"`): `grpo` (TRL's group-normalised advantages and `loss_type`),
+            `reinforce_pp` (rewards whitened over the global batch), `reinforce_pp_baseline` (group mean
+            subtracted, then whitened over the global batch) or `rft` (NLL of the correct rollouts, normalised by
+            their token count). Each combines with `meta_experience` on or off.
+
+    Meta-experience:
+        meta_experience (`bool`, defaults to `True`): run construction, replay validation and internalization.
+            Off, the trainer is plain GRPO on the same batch.
+        mel_coef (`float`, defaults to `1.0`): coefficient of the internalization NLL in the loss (paper: 1).
+        max_pairs_per_prompt (`int`, defaults to `2`): contrastive pairs analysed per prompt with both correct and
+            incorrect rollouts. The paper leaves this open; 2 keeps the analysis cost near the rollout cost at G=8.
+        pair_seed (`int` or `None`): seed of the pair choice; `None` uses `seed`.
+        analysis_max_new_tokens (`int`, defaults to `1024`): token budget of one meta-experience.
+        analysis_max_prompt_length (`int`, defaults to `4096`): context budget of the analysis prompt; longer
+            solutions are cut in the middle (head and tail kept) so that the prompt fits.
+        replay_samples (`int`, defaults to `1`): replay answers sampled per meta-experience.
+        replay_threshold (`float`, defaults to `1.0`): fraction of replay answers that must verify to keep it.
+        replay_max_new_tokens (`int` or `None`): token budget of a replay answer; `None` uses
+            `max_completion_length`.
+        leak_check (`bool`, defaults to `True`): reject meta-experiences whose heuristics or summary contain the
+            gold answer or the problem's distinctive numbers.
+        prompt_template (`str`, defaults to `"qwen-boxed"`): solve template; decides how answers are extracted.
+        verifier_timeout (`float`, defaults to `5.0`): seconds allowed to verify one answer.
+
+    Validation during training (lines `{"step", "eval/<benchmark>/pass@1", ...}` in `metrics.jsonl`):
+        validation_benchmarks (`list[str]` or `None`): benchmarks to validate on (e.g. `[math500, amc23]`).
+        validation_steps (`int`, defaults to `0`): validate every this many steps (0: never).
+        validation_limit (`int`, defaults to `32`): first N problems of each benchmark.
+        validation_max_new_tokens (`int`, defaults to `1024`): token budget of a validation answer.
+    """
+
+    algorithm: str = field(default="grpo", metadata={"help": f"Base algorithm: one of {ADVANTAGE_METHODS}."})
+    meta_experience: bool = field(default=True, metadata={"help": "Run the meta-experience loop."})
+    mel_coef: float = field(default=1.0, metadata={"help": "Coefficient of the internalization NLL."})
+    max_pairs_per_prompt: int = field(default=2, metadata={"help": "Contrastive pairs per mixed prompt."})
+    pair_seed: int | None = field(default=None, metadata={"help": "Seed of the pair choice (default: seed)."})
+    analysis_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of one analysis."})
+    analysis_max_prompt_length: int = field(default=4096, metadata={"help": "Context budget of the analysis prompt."})
+    replay_samples: int = field(default=1, metadata={"help": "Replay answers per meta-experience."})
+    replay_threshold: float = field(default=1.0, metadata={"help": "Fraction of replays that must verify."})
+    replay_max_new_tokens: int | None = field(default=None, metadata={"help": "Replay budget (default: rollout's)."})
+    leak_check: bool = field(default=True, metadata={"help": "Reject meta-experiences that leak the answer."})
+    prompt_template: str = field(default="qwen-boxed", metadata={"help": f"One of {sorted(SOLVE_TEMPLATES)}."})
+    verifier_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed per verification."})
+    validation_benchmarks: list[str] | None = field(default=None, metadata={"help": "Benchmarks to validate on."})
+    validation_steps: int = field(default=0, metadata={"help": "Validate every N steps (0: never)."})
+    validation_limit: int = field(default=32, metadata={"help": "Problems per benchmark for validation."})
+    validation_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a validation answer."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.algorithm not in ADVANTAGE_METHODS:
+            raise ValueError(f"algorithm: {self.algorithm!r} is not one of {ADVANTAGE_METHODS}")
+        if self.prompt_template not in SOLVE_TEMPLATES:
+            raise ValueError(f"prompt_template: {self.prompt_template!r} is not one of {sorted(SOLVE_TEMPLATES)}")
+        if self.max_pairs_per_prompt < 1:
+            raise ValueError("max_pairs_per_prompt must be >= 1 (set meta_experience: false to turn the loop off)")
+        if self.replay_samples < 1:
+            raise ValueError("replay_samples must be >= 1")
+        if not 0.0 < self.replay_threshold <= 1.0:
+            raise ValueError("replay_threshold must be in (0, 1]")
+        if self.mel_coef < 0:
+            raise ValueError("mel_coef must be >= 0")
+        if self.validation_steps < 0 or self.validation_limit < 1:
+            raise ValueError("validation_steps must be >= 0 and validation_limit >= 1")
+        if self.validation_steps and not self.validation_benchmarks:
+            raise ValueError("validation_steps is set but validation_benchmarks is empty: name the benchmarks")
+        if self.analysis_max_new_tokens < 1 or self.analysis_max_prompt_length < 64:
+            raise ValueError("analysis_max_new_tokens must be >= 1 and analysis_max_prompt_length >= 64")
+
+    @property
+    def replay_budget(self) -> int:
+        return self.replay_max_new_tokens or self.max_completion_length
+
+
+@dataclass
+class RunArguments:
+    """What `melrl train` trains on: the model, the data and how much of it."""
+
+    model_name_or_path: str = field(
+        default="smollm2-135m-instruct", metadata={"help": "Embedded name, local folder or hub id."}
+    )
+    dataset_name: str = field(default="arith", metadata={"help": "Registered name, local file or hub:ORG/NAME."})
+    dataset_split: str | None = field(default=None, metadata={"help": "Split, where the dataset has several."})
+    dataset_limit: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder of the local datasets."})
+    arith_level: int = field(default=1, metadata={"help": "Difficulty of the arith generator (1-5)."})
+    arith_size: int = field(default=256, metadata={"help": "Problems drawn by the arith generator."})
+    skip_invalid: bool = field(default=False, metadata={"help": "Skip malformed rows (counted) instead of failing."})
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters only (peft)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma-separated modules or all-linear."})
+
+    def peft_config(self):
+        """The LoRA configuration when `use_peft` is set, else None."""
+        if not self.use_peft:
+            return None
+        from peft import LoraConfig
+
+        targets = self.lora_target_modules
+        return LoraConfig(
+            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type="CAUSAL_LM",
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        )

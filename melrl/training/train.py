@@ -1,0 +1,111 @@
+"""`melrl train`: load the model and data named in the run arguments and train with MELTrainer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from melrl.training.config import MELConfig, RunArguments
+from melrl.data import load_records_with_report
+from melrl.models import load_model_and_tokenizer, resolve_model
+from melrl.method.prompts import render, solve_text
+from melrl.training.runs import checkpoint_step, resolve_checkpoint, rewind_run_files
+
+logger = logging.getLogger("melrl.training.train")
+
+
+def load_run_records(run: RunArguments, seed: int):
+    """The problems of a run, from the registry, a local file or the hub."""
+    options = {"n": run.arith_size, "level": run.arith_level} if run.dataset_name == "arith" else {}
+    records, skipped = load_records_with_report(
+        run.dataset_name,
+        run.dataset_split,
+        data_dir=run.data_dir,
+        limit=run.dataset_limit,
+        skip_invalid=run.skip_invalid,
+        seed=seed,
+        **options,
+    )
+    if not records:
+        raise ValueError(f"dataset {run.dataset_name!r} gave no problems")
+    if skipped:
+        logger.warning("skipped %d malformed rows of %s", skipped, run.dataset_name)
+    return records
+
+
+def build_train_dataset(records, tokenizer, template: str):
+    """A `datasets.Dataset` with the rendered solve prompt and the columns MEL needs (problem, answer, id)."""
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "prompt": [render(tokenizer, solve_text(r.problem, template)) for r in records],
+            "problem": [r.problem for r in records],
+            "answer": [r.answer for r in records],
+            "id": [r.id for r in records],
+        }
+    )
+
+
+def check_model_budgets(model_path: str, config: MELConfig) -> None:
+    """Fail before any weights load when a token budget cannot fit the model's context."""
+    from transformers import AutoConfig
+
+    context = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    if context is None:
+        return
+    budgets = {"max_completion_length": config.max_completion_length}
+    if config.meta_experience:
+        budgets["analysis_max_prompt_length + analysis_max_new_tokens"] = (
+            config.analysis_max_prompt_length + config.analysis_max_new_tokens
+        )
+        budgets["replay_max_new_tokens"] = config.replay_budget
+    for name, tokens in budgets.items():
+        if tokens > context:
+            raise ValueError(f"{name} = {tokens} tokens does not fit the model's context of {context} tokens")
+
+
+def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
+    from melrl.training.trainer import MELTrainer
+
+    records = load_run_records(run, config.seed)
+    model_path = resolve_model(run.model_name_or_path)
+    if Path(model_path).is_dir():  # a hub model's config is checked when it loads
+        check_model_budgets(model_path, config)
+    model, tokenizer = load_model_and_tokenizer(model_path, dtype=run.dtype)
+    dataset = build_train_dataset(records, tokenizer, config.prompt_template)
+    trainer = MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=callbacks, peft_config=run.peft_config())
+    if config.validation_steps and config.validation_benchmarks:
+        add_validation(trainer, config, run.data_dir)
+    return trainer
+
+
+def add_validation(trainer, config: MELConfig, data_dir) -> None:
+    """Validate every `validation_steps` steps; the lines go to `metrics.jsonl` after that step's line."""
+    from melrl.evaluation import ValidationCallback
+
+    writer = trainer.run_files.metrics_writer  # None on processes other than the main one
+    trainer.add_callback(ValidationCallback(
+        config.validation_benchmarks, eval_steps=config.validation_steps, limit=config.validation_limit,
+        template=config.prompt_template, max_new_tokens=config.validation_max_new_tokens,
+        verifier_timeout=config.verifier_timeout, seed=config.seed, data_dir=data_dir,
+        sink=writer.append if writer is not None else None,
+    ))
+
+
+def run_training(run: RunArguments, config: MELConfig, callbacks=None, compact_progress: bool = False):
+    """Train; with `resume_from_checkpoint` (a folder, or True for the last finished checkpoint) continue a run.
+
+    The run files are rewound first: to the checkpoint's step when resuming, to nothing for a fresh run.
+    """
+    checkpoint = resolve_checkpoint(config.output_dir, config.resume_from_checkpoint)
+    rewind_run_files(config.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
+    trainer = build_trainer(run, config, callbacks)
+    if compact_progress and not config.disable_tqdm:
+        from melrl.training.progress import use_compact_progress
+
+        use_compact_progress(trainer)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(config.output_dir)
+    return trainer

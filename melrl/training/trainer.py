@@ -1,0 +1,372 @@
+"""`MELTrainer`: TRL's GRPOTrainer plus meta-experience construction, replay validation and internalization.
+
+What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited unchanged):
+1. **Verdicts kept.** `_calculate_rewards` writes each rollout's rewards and completion into its own row of the
+   batch, beside the problem and gold answer it already holds.
+2. **The meta-experience phase.** After TRL's rollouts and advantages, `_generate_and_score_completions` hands
+   the gathered rollouts to `_meta_experience_phase`: contrastive pairs, analysis by the policy, replay with the
+   analysis in context, verdicts (`melrl.method`), on the engine that made the rollouts.
+3. **Advantages.** For `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` TRL's advantages are
+   replaced by `melrl.method.algorithms.compute_advantages` on the global batch; `rft` trains with its own loss.
+4. **The NLL term.** `_compute_loss` adds `mel_coef` x the mean NLL of the kept meta-experiences (paper Eq. 7),
+   each conditioned on its analysis prompt [I, x, y+, y-]; with one process or DDP it takes its own backward
+   pass first, so that the micro-step's memory peak stays that of a plain update.
+
+Run files (`metrics.jsonl`, `experiences.jsonl`, checkpoint markers) are written by the callbacks of
+`melrl.training.run_files`. A step whose loss is not finite on any process is skipped (`training_step`).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from accelerate.utils import DistributedType, gather_object
+from transformers.training_args import OptimizerNames
+from trl import GRPOTrainer
+
+from melrl.method.algorithms import (
+    compute_advantages,
+    context_and_target_rows,
+    rft_loss_sum,
+    sequence_mean_nll,
+    token_log_probs,
+)
+from melrl.method.experience import select_pairs
+from melrl.method.meta_phase import MetaExperienceJob, build_jobs, judge_analysis
+from melrl.method.prompts import ANSWER_FORMAT, render
+from melrl.training.config import MELConfig
+from melrl.training.rewards import make_accuracy_reward
+from melrl.training.run_files import CheckpointMarkerCallback, RunFilesCallback
+from melrl.verify.verifier import verify_batch
+
+logger = logging.getLogger("melrl.trainer")
+
+# Keys under which a rollout's row of the batch carries what `_calculate_rewards` saw.
+REWARDS_KEY, COMPLETION_KEY = "melrl_rewards", "melrl_completion_ids"
+# DeepSpeed and FSDP reduce gradients in every backward call and LOMO steps in it: there the NLL joins the
+# update's backward pass instead of taking its own.
+OWN_NLL_BACKWARD = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+
+
+@dataclass
+class Rollouts:
+    """One generation batch, gathered over processes: G consecutive rows per prompt."""
+
+    problems: list[str]
+    golds: list[str]
+    ids: list[str]
+    completion_ids: list[list[int]]
+    rewards: torch.Tensor  # (B, reward functions)
+    correct: list[bool]
+
+
+class MELTrainer(GRPOTrainer):
+    """GRPO with Meta-Experience Learning. Takes the arguments of `trl.GRPOTrainer` with a `MELConfig`.
+
+    `reward_funcs` defaults to the verifier-based accuracy reward for `args.prompt_template`. A rollout counts as
+    correct when the reward function named `accuracy` gives it 1 (or, with none of that name, when the weighted
+    total reaches 1). The training dataset needs `problem` and `answer` columns beside `prompt`.
+    """
+
+    _tag_names = ["trl", "grpo", "melrl"]
+
+    def __init__(self, model, reward_funcs=None, args: MELConfig | None = None, **kwargs):
+        if args is None:
+            raise ValueError("MELTrainer needs a MELConfig (args=MELConfig(...))")
+        if reward_funcs is None:
+            reward_funcs = [make_accuracy_reward(ANSWER_FORMAT[args.prompt_template], args.verifier_timeout)]
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self._check_columns(kwargs.get("train_dataset"))
+        self._answer_format = ANSWER_FORMAT[args.prompt_template]
+        self._nll_batches: dict[int, dict] = {}  # micro-step of the generation batch -> this process's NLL rows
+        self._nll_total = 0  # kept meta-experiences of the generation batch, over all processes
+        self._skip_update = False
+        self.run_files = RunFilesCallback(args.output_dir, self.accelerator, self._metrics["train"])
+        self.add_callback(self.run_files)
+        self.add_callback(CheckpointMarkerCallback())
+
+    def _check_columns(self, dataset) -> None:
+        if not self.args.meta_experience or dataset is None or not hasattr(dataset, "column_names"):
+            return
+        missing = {"prompt", "problem", "answer"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(
+                f"the training dataset lacks the column(s) {sorted(missing)}; MEL needs the problem text and the "
+                "gold answer beside the prompt (melrl.training.train.build_train_dataset makes them)"
+            )
+
+    @property
+    def stats(self):
+        return self.run_files.stats
+
+    # ---------------------------------------------------------------- 1. verdicts kept
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        with self.stats.timed("scoring"):
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        start = self.accelerator.process_index * len(prompts)
+        for row, reward, ids in zip(inputs, rewards[start : start + len(prompts)].tolist(), completion_ids_list):
+            row[REWARDS_KEY], row[COMPLETION_KEY] = reward, list(ids)
+        return rewards
+
+    def _correct(self, rewards: torch.Tensor) -> list[bool]:
+        if "accuracy" in self.reward_func_names:
+            column = rewards[:, self.reward_func_names.index("accuracy")]
+        else:
+            column = self._total_rewards(rewards)
+        return (torch.nan_to_num(column, nan=0.0) >= 1.0 - 1e-6).tolist()
+
+    def _total_rewards(self, rewards: torch.Tensor) -> torch.Tensor:
+        """(B, n_funcs) -> (B,) weighted sum of the reward functions, as TRL forms it; NaN counts as 0."""
+        return torch.nan_to_num((rewards * self.reward_weights.cpu().unsqueeze(0)).nansum(dim=1), nan=0.0)
+
+    def _gather_rollouts(self, inputs: list[dict]) -> Rollouts:
+        rows = gather_object([(x["problem"], str(x["answer"]), str(x.get("id", "")), x[COMPLETION_KEY],
+                               x[REWARDS_KEY]) for x in inputs])
+        problems, golds, ids, completion_ids, rewards = map(list, zip(*rows))
+        rewards = torch.tensor(rewards, dtype=torch.float32)
+        return Rollouts(problems, golds, ids, completion_ids, rewards, self._correct(rewards))
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        scoring_before = self.stats.time["scoring"]
+        with self.stats.timed("rollout"):
+            output = super()._generate_and_score_completions(inputs)
+        self.stats.time["rollout"] -= self.stats.time["scoring"] - scoring_before
+        rollouts = self._gather_rollouts(inputs)
+        self._count_rollouts(rollouts, output)
+        if self.args.algorithm != "grpo":
+            self._replace_advantages(output, rollouts)
+        kept = self._meta_experience_phase(rollouts) if self.args.meta_experience else []
+        self._assign_nll(kept)
+        return output
+
+    def _count_rollouts(self, rollouts: Rollouts, output: dict) -> None:
+        group, correct = self.num_generations, rollouts.correct
+        tokens = self.accelerator.gather(torch.stack([output["prompt_mask"].sum(), output["completion_mask"].sum()]))
+        self.stats.add(
+            reward_sum=self._total_rewards(rollouts.rewards).sum().item(), rollouts=len(correct),
+            groups=len(correct) // group,
+            mixed_groups=sum(0 < sum(correct[i : i + group]) < group for i in range(0, len(correct), group)),
+            rollout_prompt_tokens=tokens.view(-1, 2)[:, 0].sum().item(),
+            rollout_tokens=tokens.view(-1, 2)[:, 1].sum().item(),
+        )
+
+    # ---------------------------------------------------------------- 3. advantages
+
+    def _replace_advantages(self, output: dict, rollouts: Rollouts) -> None:
+        """Advantages of the base algorithm, computed on the global batch and sliced back to this process."""
+        algorithm = self.args.algorithm
+        rewards = (torch.tensor(rollouts.correct, dtype=torch.float32) if algorithm == "rft"
+                   else self._total_rewards(rollouts.rewards))
+        advantages = compute_advantages(rewards, self.num_generations, algorithm)
+        local = output["advantages"].size(0)
+        start = self.accelerator.process_index * local
+        output["advantages"] = advantages[start : start + local].to(output["advantages"].device)
+        if algorithm == "rft":
+            correct_rows = output["advantages"]  # (B,) 1 for a correct rollout
+            output["rft_correct"] = correct_rows
+            local_tokens = (output["completion_mask"].sum(dim=1) * correct_rows).sum().reshape(1)
+            output["rft_tokens"] = self.accelerator.gather(local_tokens).sum()  # scalar: kept whole by the split
+
+    # ---------------------------------------------------------------- 2. the meta-experience phase
+
+    def _meta_experience_phase(self, rollouts: Rollouts) -> list[MetaExperienceJob]:
+        """Construct, check and validate the meta-experiences of a generation batch; return the kept ones (the same
+        on every process). Every meta-experience is written to `experiences.jsonl`."""
+        args = self.args
+        step = self.state.global_step + 1  # the optimizer step these meta-experiences are trained in
+        seed = args.seed if args.pair_seed is None else args.pair_seed
+        pairs = select_pairs(rollouts.correct, self.num_generations, args.max_pairs_per_prompt, seed=seed, step=step)
+        self.stats.add(pairs=len(pairs))
+        if not pairs:
+            return []
+        with self.stats.timed("analysis"):
+            jobs = build_jobs(pairs, rollouts.problems, rollouts.golds, rollouts.ids, rollouts.completion_ids,
+                              self.processing_class, args.analysis_max_prompt_length)
+            analyses = self._generate_distributed([job.analysis_prompt_ids for job in jobs],
+                                                  args.analysis_max_new_tokens)
+            for job, generated in zip(jobs, analyses, strict=True):
+                job.analysis_ids = generated
+                job.analysis = self.processing_class.decode(generated, skip_special_tokens=True)
+                job.truncated = not generated or generated[-1] not in self.eos_token_ids
+                judge_analysis(job, leak_check=args.leak_check)
+        self.stats.add(
+            constructed=len(jobs), truncated=sum(j.truncated for j in jobs), parsed=sum(j.parsed for j in jobs),
+            leaked=sum(bool(j.leaks) for j in jobs), analysis_tokens=sum(len(j.analysis_ids) for j in jobs),
+            analysis_prompt_tokens=sum(len(j.analysis_prompt_ids) for j in jobs),
+        )
+        candidates = [job for job in jobs if job.parsed and not job.leaks]
+        with self.stats.timed("replay"):
+            self._replay(candidates)
+        kept = [job for job in jobs if job.kept]
+        self.stats.add(replayed=len(candidates), kept=len(kept), nll_tokens=sum(len(j.analysis_ids) for j in kept),
+                       nll_context_tokens=sum(len(j.analysis_prompt_ids) for j in kept) if self._internalizing else 0)
+        self.run_files.write_experiences([job.record(step) for job in jobs])
+        return kept
+
+    def _replay(self, candidates: list[MetaExperienceJob]) -> None:
+        """Solve each candidate's problem again with its meta-experience in context; verify the answers."""
+        if not candidates:
+            return
+        samples = self.args.replay_samples
+        prompts = [render(self.processing_class, job.replay_prompt(self.args.prompt_template))
+                   for job in candidates for _ in range(samples)]
+        prompt_ids, _, _ = self._tokenize_prompts(prompts)
+        generated = self._generate_distributed(list(prompt_ids), self.args.replay_budget)
+        texts = self.processing_class.batch_decode(generated, skip_special_tokens=True)
+        golds = [job.gold for job in candidates for _ in range(samples)]
+        verdicts = verify_batch(texts, golds, answer_format=self._answer_format, timeout=self.args.verifier_timeout)
+        self.stats.add(replay_prompt_tokens=sum(map(len, prompt_ids)), replay_tokens=sum(map(len, generated)))
+        for i, job in enumerate(candidates):
+            chunk = slice(i * samples, (i + 1) * samples)
+            job.set_replays(texts[chunk], verdicts[chunk], self._answer_format, self.args.replay_threshold)
+
+    def _generate_distributed(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """One completion per prompt, the prompts spread over the processes; every process gets all results.
+
+        Every process makes exactly one generate call with the same number of prompts (padded with a copy of a real
+        prompt), so that vLLM server mode, ZeRO-3 and FSDP stay in step.
+        """
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        mine = list(range(rank, len(prompt_ids), world))
+        local = [prompt_ids[i] for i in mine] + [prompt_ids[0]] * (-(-len(prompt_ids) // world) - len(mine))
+        with self._generation_budget(max_new_tokens):
+            completions, _ = self._generate_single_turn(local, None, {}, 1)
+        results: list[list[int]] = [[] for _ in prompt_ids]
+        for i, ids in gather_object([(i, list(c)) for i, c in zip(mine, completions)]):
+            results[i] = ids
+        return results
+
+    @contextmanager
+    def _generation_budget(self, max_new_tokens: int):
+        """Give one generate call its own token budget on whichever engine makes the rollouts."""
+        targets = [(self.generation_config, "max_new_tokens")]
+        if self.use_vllm:
+            targets.append((self.vllm_generation, "max_completion_length"))
+        saved = [(target, name, getattr(target, name)) for target, name in targets if target is not None]
+        kwargs = self.generation_kwargs if isinstance(getattr(self, "generation_kwargs", None), dict) else {}
+        saved_kwarg = kwargs.get("max_new_tokens")
+        try:
+            for target, name, _ in saved:
+                setattr(target, name, max_new_tokens)
+            if kwargs:
+                kwargs["max_new_tokens"] = max_new_tokens
+            yield
+        finally:
+            for target, name, value in saved:
+                setattr(target, name, value)
+            if kwargs:
+                kwargs["max_new_tokens"] = saved_kwarg
+
+    # ---------------------------------------------------------------- 4. the NLL term
+
+    @property
+    def _internalizing(self) -> bool:
+        return self.args.meta_experience and self.args.mel_coef > 0
+
+    def _assign_nll(self, kept: list[MetaExperienceJob]) -> None:
+        """Spread the kept meta-experiences over processes and the micro-steps of the generation batch. A process
+        with none in a micro-step that another process uses gets one zero-weight row, so that every process runs
+        the same forward and backward passes."""
+        self._nll_batches, self._nll_total = {}, len(kept)
+        if not kept or not self._internalizing:
+            return
+        world, rank, slices = self.accelerator.num_processes, self.accelerator.process_index, \
+            self.args.steps_per_generation
+        used: dict[int, list[MetaExperienceJob]] = {}
+        for k, job in enumerate(kept):
+            used.setdefault((k // world) % slices, [])
+            if k % world == rank:
+                used[(k // world) % slices].append(job)
+        for slot, jobs in used.items():
+            rows = jobs or kept[:1]
+            batch = context_and_target_rows([j.analysis_prompt_ids for j in rows], [j.analysis_ids for j in rows],
+                                            self._tokenizer.pad_token_id)
+            batch["weight"] = torch.full((len(rows),), 1.0 if jobs else 0.0)
+            self._nll_batches[slot] = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+
+    def _compute_loss(self, model, inputs):
+        batch = self._nll_batches.get(self._step % self.args.steps_per_generation) if self.model.training else None
+        own_backward = batch is not None and self._own_nll_backward()
+        if own_backward:
+            # Backward before the update's graph is built: one backward over both graphs would hold a second
+            # full set of parameter gradients until both branches reach each parameter.
+            with self.accelerator.no_sync(model), self.stats.timed("nll"):
+                mel_loss = self._mel_loss(model, batch)
+                self.accelerator.backward(mel_loss)
+            mel_loss = mel_loss.detach()
+        if self.args.algorithm == "rft" and "rft_correct" in inputs:
+            loss = self._rft_loss(model, inputs)
+        else:
+            loss = super()._compute_loss(model, inputs)
+        if batch is None:
+            return loss
+        return loss + (mel_loss if own_backward else self._mel_loss(model, batch))
+
+    def _own_nll_backward(self) -> bool:
+        """Whether the NLL takes its own backward pass (one process, or DDP under `no_sync`)."""
+        return (self.accelerator.distributed_type in OWN_NLL_BACKWARD
+                and self.args.optim not in (OptimizerNames.LOMO, OptimizerNames.ADALOMO))
+
+    def _mel_loss(self, model, batch: dict) -> torch.Tensor:
+        """`mel_coef` x the NLL of this micro-step's meta-experiences, scaled so that the micro-steps of all
+        processes add up to the mean over every kept meta-experience of the generation batch."""
+        with self.stats.timed("nll"):
+            logps = self._target_log_probs(model, batch["input_ids"], batch["attention_mask"], batch["target_mask"])
+            nll = sequence_mean_nll(logps, batch["target_mask"]) * batch["weight"]  # (B,)
+        self.stats.add(nll_sum=nll.detach().sum().item(), nll_count=batch["weight"].sum().item())
+        return self.args.mel_coef * nll.sum() * self.accelerator.num_processes / self._nll_total
+
+    def _target_log_probs(self, model, input_ids, attention_mask, target_mask) -> torch.Tensor:
+        """(B, T) temperature-1 log-probabilities of the last T tokens of each row (T = target_mask's width).
+
+        At a rollout temperature of 1 (the paper's) through TRL's fused LM head, which never holds (B, T, V) logits;
+        otherwise from the model's temperature-1 logits of those T positions.
+        """
+        width = target_mask.size(1)
+        if self.temperature == 1.0:
+            labels = torch.full_like(input_ids, -100)
+            labels[:, -width:] = input_ids[:, -width:].masked_fill(target_mask == 0, -100)
+            with self.accelerator.autocast():
+                outputs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+            return outputs.log_probs[:, -width:]
+        with self.accelerator.autocast():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=width + 1,
+                           use_cache=False).logits
+        return token_log_probs(logits[:, :-1], input_ids[:, -width:])
+
+    def _rft_loss(self, model, inputs) -> torch.Tensor:
+        """NLL of the correct rollouts' tokens over the correct-token count of the whole generation batch."""
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
+        logps = self._target_log_probs(model, input_ids, attention_mask, completion_mask)  # (B, C)
+        loss_sum = rft_loss_sum(logps, completion_mask, inputs["rft_correct"])
+        # Every micro-step of the generation batch adds its share; processes are averaged by the backward pass.
+        loss = loss_sum * self.accelerator.num_processes / inputs["rft_tokens"].clamp(min=1.0)
+        self._metrics["train"]["rft/correct_fraction"].append(inputs["rft_correct"].float().mean().item())
+        return loss
+
+    # ---------------------------------------------------------------- a step whose loss is not finite
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        bad = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=self.accelerator.device)
+        if self.accelerator.reduce(bad, reduction="sum").item() > 0 and not self._skip_update:
+            logger.warning("step %d: non-finite loss (%s); this step's update is skipped",
+                           self.state.global_step + 1, loss.item())
+            self._skip_update = True
+            self.stats.add(skipped_update=1)
+        if self._skip_update:
+            # With every gradient None the optimizer leaves every parameter as it is.
+            model.zero_grad(set_to_none=True)
+            if self.optimizer is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+        if self._step % self.current_gradient_accumulation_steps == 0:
+            self._skip_update = False
+        return loss

@@ -1,0 +1,1 @@
+"""Verification: final-answer extraction and sandboxed, time-bounded math-verify checks."""

@@ -1,0 +1,93 @@
+"""Every private TRL / transformers method and attribute `MELTrainer` relies on, in one place.
+
+`MELTrainer` overrides or calls these; a TRL or transformers release that renames one, changes its signature or
+stops setting an attribute fails here, by name, before any training test does.
+"""
+
+import inspect
+
+import pytest
+import torch
+from transformers import Trainer, TrainerCallback
+from trl import GRPOTrainer
+from trl.generation.vllm_generation import VLLMGeneration
+
+from melrl.training.trainer import MELTrainer
+
+# name -> the parameters (after self) MELTrainer overrides it with or calls it with
+METHODS = {
+    "_calculate_rewards": ["inputs", "prompts", "completions", "completion_ids_list"],  # overridden
+    "_generate_and_score_completions": ["inputs"],  # overridden
+    "_compute_loss": ["model", "inputs"],  # overridden
+    "_generate_single_turn": ["prompt_ids", "images", "multimodal_fields", "num_generations",
+                              "has_tool_images"],  # called with 4 positional arguments
+    "_tokenize_prompts": ["prompts"],  # called; returns (prompt_ids, images, multimodal_fields)
+    "training_step": ["model", "inputs", "num_items_in_batch"],  # overridden
+}
+
+# attributes of a built GRPOTrainer that MELTrainer reads or sets
+ATTRIBUTES = ["num_generations", "reward_func_names", "reward_weights", "eos_token_ids", "use_vllm",
+              "generation_config", "generation_kwargs", "temperature", "_metrics", "_step", "_tokenizer"]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_trl_methods_keep_their_signatures(name):
+    parameters = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
+    assert parameters[0] == "self" and parameters[1:] == METHODS[name], f"GRPOTrainer.{name}{parameters}"
+
+
+def test_mel_overrides_take_the_same_arguments():
+    for name in ("_calculate_rewards", "_generate_and_score_completions", "_compute_loss", "training_step"):
+        mine = list(inspect.signature(getattr(MELTrainer, name)).parameters)
+        assert mine == ["self", *METHODS[name]], name
+
+
+def test_vllm_generation_has_a_completion_budget():
+    # `_generation_budget` sets it around the analysis and replay calls on the vLLM path
+    assert "max_completion_length" in inspect.signature(VLLMGeneration.__init__).parameters
+    assert "self.max_completion_length = max_completion_length" in inspect.getsource(VLLMGeneration.__init__)
+
+
+def test_grpo_loss_is_scaled_for_gradient_accumulation():
+    # The NLL term and the RFT loss are scaled for the micro-steps themselves; the Trainer must not divide again.
+    assert GRPOTrainer.loss_is_scaled_for_ga is True
+
+
+def test_the_training_loop_sets_the_accumulation_window():
+    # `training_step` reads it to know when an accumulation window (an optimizer step) ends
+    assert "self.current_gradient_accumulation_steps =" in inspect.getsource(Trainer)
+
+
+def test_callbacks_used_by_the_run_files_exist():
+    for event in ("on_step_begin", "on_step_end", "on_save"):
+        assert callable(getattr(TrainerCallback, event))
+    assert callable(Trainer.add_callback)
+
+
+def test_a_built_trainer_has_what_mel_reads(tiny_model_dir, tmp_path):
+    from tests.test_trainer import make_trainer
+
+    trainer = make_trainer(tiny_model_dir, tmp_path)
+    missing = [name for name in ATTRIBUTES if not hasattr(trainer, name)]
+    assert not missing, f"GRPOTrainer no longer sets {missing}"
+    assert isinstance(trainer._metrics["train"]["any"], list)  # a defaultdict(list) per mode
+    prompt_ids, images, fields = trainer._tokenize_prompts(["What is 1 + 1?"])
+    assert isinstance(prompt_ids[0][0], int) and images is None and fields == {}
+    completions, _ = trainer._generate_single_turn(prompt_ids, None, {}, 1)
+    assert len(completions) == 1 and all(isinstance(t, int) for t in completions[0])
+
+
+def test_grpo_output_and_fused_head_give_what_mel_reads(tiny_model_dir, tmp_path):
+    from tests.test_trainer import make_trainer
+
+    trainer = make_trainer(tiny_model_dir, tmp_path)
+    trainer.model.train()
+    rows = [dict(trainer.train_dataset[i // 4]) for i in range(8)]  # 2 prompts x G = 4
+    output = trainer._generate_and_score_completions(rows)
+    for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages"):
+        assert key in output, key
+    assert output["advantages"].shape == (8,)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    labels = torch.tensor([[-100, -100, 7, 8]])
+    fused = trainer.model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, fused_lm_head=True)
+    assert fused.log_probs.shape == (1, 3) and fused.log_probs[0, 0] == 0  # label -100 scores 0
