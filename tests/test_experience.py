@@ -18,6 +18,7 @@ from melrl.method.experience import (
     MetaExperienceFormatError,
     Pair,
     find_leaks,
+    leak_scope,
     leaks,
     parse_meta_experience,
     retention_ratio,
@@ -185,15 +186,100 @@ def test_parses_the_prompt_format():
         "[Sanity check]: When dealing with an identity, I must verify it on a small case.",
     ]
     d = m.as_dict()
-    assert set(d) == {"failure_point", "cognitive_pattern", "success_factors", "reflective_summary", "heuristics"}
+    assert set(d) == {"failure_point", "cognitive_pattern", "success_factors", "reflective_summary", "heuristics",
+                      "details"}
+    assert d["details"] == {}
     assert json.loads(json.dumps(d)) == d
     assert parse_meta_experience(m.render()) == m
 
 
 def test_template_headings_are_the_ones_parsed():
-    # The headings shown in the analysis prompt are exactly the ones the parser expects.
+    # The headings shown in each analysis prompt are the ones the parser expects.
     for name in (prompts.SECTION_FAILURE, prompts.SECTION_SUCCESS, prompts.SECTION_SUMMARY, prompts.SECTION_HEURISTICS):
-        assert f"## {name}\n" in prompts.ANALYSIS_TEMPLATE
+        assert f"## {name}\n" in prompts.COMPACT_ANALYSIS_TEMPLATE
+    paper = prompts.PAPER_ANALYSIS_TEMPLATE
+    for name in (prompts.PAPER_SECTION_FAILURE, prompts.PAPER_SECTION_SUCCESS, prompts.PAPER_SECTION_SUMMARY,
+                 prompts.PAPER_SECTION_HEURISTICS, prompts.SECTION_FAILURE, prompts.SECTION_PATTERN):
+        assert f". {name} (" in paper or f"• {name}:" in paper, name
+    for names in prompts.PAPER_FIELDS.values():
+        for name in names:
+            assert f"• {name}" in paper, name
+
+
+# What a policy writes when it follows the paper's output format (Appendix C), with the usual markdown noise.
+PAPER_FORMAT = textwrap.dedent(
+    """\
+    Let me compare the two trajectories.
+
+    **1. Failure Resolution Path & Error Pattern Recognition (Mandatory for incorrect samples)**
+    • **Failure Point:** It diverged at the half-angle substitution.
+    • **Latent Cognitive Pattern:** Concept conflation.
+    **2. Analysis of Success Factors (Mandatory for correct samples)**
+    • **Reasoning Pivot (If applicable):** Not applicable.
+    • **Robustness Factor (If flawless):** It derived the formula
+      from the definition.
+    • **Reason for Effectiveness:** A definition cannot be misremembered.
+    ### 3. First-Person Reflective Summary (Mandatory)
+    • Review: I conflated two angles.
+    • Insight: The full angle matters.
+    • Action: I will check the figure before using a formula.
+    ### 4. Subject Heuristics (Internalized Experience) (Mandatory)
+    • [Angle rule]: If I use 2R sin(θ), then θ must be the full angle.
+    • [Consistency]: When a formula meets a figure, I must check the figure first.
+    """
+)
+
+
+def test_parses_the_paper_output_format_with_its_fields():
+    m = parse_meta_experience(PAPER_FORMAT)
+    assert m.failure_point == "It diverged at the half-angle substitution."
+    assert m.cognitive_pattern == "Concept conflation."
+    assert m.success_factors.startswith("• **Reasoning Pivot (If applicable):** Not applicable.")
+    assert m.reflective_summary.startswith("• Review: I conflated two angles.")
+    assert m.heuristics == [
+        "[Angle rule]: If I use 2R sin(θ), then θ must be the full angle.",
+        "[Consistency]: When a formula meets a figure, I must check the figure first.",
+    ]
+    assert m.details == {
+        "Reasoning Pivot": "Not applicable.",
+        "Robustness Factor": "It derived the formula\nfrom the definition.",
+        "Reason for Effectiveness": "A definition cannot be misremembered.",
+        "Review": "I conflated two angles.",
+        "Insight": "The full angle matters.",
+        "Action": "I will check the figure before using a formula.",
+    }
+    assert parse_meta_experience(m.render()) == m
+    # a field label belongs to its own section only: "Review:" in the success factors is plain content
+    moved = PAPER_FORMAT.replace("• Review: I conflated", "I conflated").replace(
+        "• **Reasoning Pivot (If applicable):** Not applicable.", "Review: not applicable.")
+    assert "Review" not in parse_meta_experience(moved).details
+
+
+def _paper_output_format() -> str:
+    template = prompts.PAPER_ANALYSIS_TEMPLATE
+    return template[template.index("Output Format") : template.index("\n\nHere the question")]
+
+
+def test_paper_template_echo_is_rejected():
+    with pytest.raises(MetaExperienceFormatError) as err:
+        parse_meta_experience(_paper_output_format())
+    assert set(err.value.empty) == {"Failure Point", "Success Factors", "Reflective Summary", "Heuristics"}
+    # the echo followed by a real analysis: the analysis wins, the echoed note is no heuristic
+    assert parse_meta_experience(_paper_output_format() + "\n\n" + PAPER_FORMAT) == parse_meta_experience(PAPER_FORMAT)
+
+
+def test_leak_scope_is_summary_and_heuristics_parsed_or_not():
+    scope = leak_scope(PAPER_FORMAT)
+    assert "I conflated two angles." in scope and "[Angle rule]" in scope
+    assert "half-angle substitution" not in scope and "definition" not in scope
+    # an analysis missing its failure section does not parse, and its summary and heuristics are still found
+    unparsed = PAPER_FORMAT.split("**2. Analysis")[0].split("**1.")[0] + PAPER_FORMAT.split("### 3.")[1]
+    with pytest.raises(MetaExperienceFormatError):
+        parse_meta_experience(unparsed)
+    assert "I conflated two angles." in leak_scope(unparsed)
+    assert leak_scope("The first solution added 5 and 7 wrongly; the answer is 12.") is None
+    with pytest.raises(TypeError):
+        leak_scope(None)
 
 
 @pytest.mark.parametrize(
@@ -285,13 +371,13 @@ def test_prose_starting_with_a_section_name_is_content():
 
 
 def test_repeated_heading_last_nonempty_wins():
-    echo = prompts.ANALYSIS_TEMPLATE.split("(use exactly these headings):\n")[1].split("\n\nHere are")[0]
+    echo = prompts.COMPACT_ANALYSIS_TEMPLATE.split("(use exactly these headings):\n")[1].split("\n\nHere are")[0]
     m = parse_meta_experience(echo + "\n\n" + WELL_FORMED)
     assert m == parse_meta_experience(WELL_FORMED)
 
 
 def test_template_echo_is_rejected():
-    echo = prompts.ANALYSIS_TEMPLATE.split("(use exactly these headings):\n")[1].split("\n\nHere are")[0]
+    echo = prompts.COMPACT_ANALYSIS_TEMPLATE.split("(use exactly these headings):\n")[1].split("\n\nHere are")[0]
     with pytest.raises(MetaExperienceFormatError) as err:
         parse_meta_experience(echo)
     assert set(err.value.empty) == {"Failure Point", "Success Factors", "Reflective Summary", "Heuristics"}
@@ -406,28 +492,87 @@ def test_arbitrary_text_only_raises_format_error(text):
 @pytest.mark.parametrize(
     "text, leaked",
     [
-        ("so it equals 12.", True),
-        ("the value 12 appears", True),
-        ("x = -12", True),
-        ("it was 12.0 exactly", True),
-        ("(12)", True),
-        ("it is 123", False),
-        ("it is 1.25", False),
-        ("112 apples", False),
-        ("0.12 of them", False),
-        ("version 12.5", False),
+        ("so it equals 312.", True),
+        ("the value 312 appears", True),
+        ("x = -312", True),
+        ("it was 312.0 exactly", True),
+        ("(312)", True),
+        ("it is 3123", False),
+        ("it is 31.25", False),
+        ("1312 apples", False),
+        ("0.312 of them", False),
+        ("version 312.5", False),
         ("no numbers here", False),
     ],
 )
 def test_numeric_gold_on_number_boundaries(text, leaked):
-    assert (find_leaks(text, "12", "") == ["12"]) is leaked
-    assert leaks(text, "12", "") is leaked
+    assert (find_leaks(text, "312", "") == ["312"]) is leaked
+    assert leaks(text, "312", "") is leaked
 
 
-@pytest.mark.parametrize("gold", ["012", "$12$", "\\boxed{12}", "12^\\circ", "x = 12", "12.", " 12 "])
+@pytest.mark.parametrize("gold", ["0312", "$312$", "\\boxed{312}", "312^\\circ", "x = 312", "312.", " 312 "])
 def test_gold_spellings(gold):
-    assert find_leaks("I got 12 at the end", gold, "") == [gold.strip()]
-    assert find_leaks("I got 123 at the end", gold, "") == []
+    assert find_leaks("I got 312 at the end", gold, "") == [gold.strip()]
+    assert find_leaks("I got 3123 at the end", gold, "") == []
+
+
+# A gold of 1 or 2 digits leaks only where the text states it as the answer (issue 28: "x^2" and "Step 1" were
+# leaks of the golds 2 and 1).
+def test_small_gold_in_ordinary_notation_is_no_leak():
+    text = "When squaring, compute x^2 carefully. Step 1: check units."
+    assert find_leaks(text, "2", "What is 1 + 1?") == []
+    assert find_leaks(text, "1", "What is 1 + 1?") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "When squaring, compute x^2 carefully. Step 1: check units.",
+        "If there are 2 cases, then check both.",
+        "1. Split the sum. 2. Add the parts.",
+        "I used 2 steps and 12 checks.",
+        "the answer is 23",
+        "the answer is 2.5",
+        "x = 2 apples in each basket",
+        "1 + 1 = 2 and 3 + 4 = 7 are both easy",  # "= 2" followed by more of the sentence
+        "the boxed value \\boxed{21}",
+        "a 2-step check and a 2x2 grid",
+    ],
+)
+def test_small_gold_mentioned_but_not_stated_is_no_leak(text):
+    assert find_leaks(text, "2", "") == []
+    assert find_leaks(text, "02", "") == []  # zero-padded (AIME), the same number
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the answer is 2",
+        "So the final answer is $2$.",
+        "Answer: 2",
+        "answer = -2",
+        "The result was **2**.",
+        "1 + 1 = 2.",
+        "1+1=2",
+        "it equals 2, so",
+        "x is equal to 2\nnext",
+        "so $1+1 = 2$ here",
+        "\\boxed{2}",
+        "\\boxed{ x = 2 }",
+        "the answer is \\(2\\)",
+    ],
+)
+def test_small_gold_stated_as_the_answer_leaks(text):
+    assert find_leaks(text, "2", "") == ["2"]
+    assert find_leaks(text, "$2$", "") == ["$2$"]
+
+
+def test_two_digit_gold_follows_the_small_rule_and_three_digits_do_not():
+    assert find_leaks("Step 12: check", "12", "") == []
+    assert find_leaks("so the answer is 12.", "12", "") == ["12"]
+    assert find_leaks("Step 123: check", "123", "") == ["123"]
+    # a small gold that is also a distinctive problem number leaks as that number wherever it occurs
+    assert find_leaks("Step 12: check", "12", "Twelve is 12; what is 6 + 6?") == ["12"]
 
 
 def test_thousands_separator_gold():
@@ -481,6 +626,8 @@ def test_find_leaks_long_input_is_fast():
     t0 = time.perf_counter()
     find_leaks("14/3 1.2.3,4,5 " * 50_000 + "\\frac{14}{3}" * 20_000, "\\frac{14}{3}", "12 345 6.75 " * 1000)
     find_leaks("1" * 200_000 + " " * 200_000, "11", "9" * 100_000)
+    for text in ("= " * 100_000, "answer is is " * 50_000, "\\boxed{ " * 50_000, "=$ $ -  1" * 50_000):
+        assert find_leaks(text, "2", "") == []  # a small gold: the "stated as the answer" patterns
     assert time.perf_counter() - t0 < 5.0
 
 

@@ -4,8 +4,9 @@ Everything here is a pure function over strings and lists (no torch, trl or tran
 bookkeeping is tested on its own and reused by any engine adapter.
 
 - `select_pairs`: which (correct, incorrect) rollouts of each group are analysed.
-- `parse_meta_experience`: split the policy's analysis M into its sections; `MetaExperienceFormatError` when
-  a required section is missing or empty.
+- `parse_meta_experience`: split the policy's analysis M into its sections (the paper's output format or our
+  compact one); `MetaExperienceFormatError` when a required section is missing or empty.
+- `leak_scope`: the part of an analysis the leak check reads.
 - `find_leaks` / `leaks`: does a heuristic or reflective summary quote the gold answer or the problem's
   distinctive numbers (the paper forbids both)?
 - `retention_ratio`: kept / constructed, the paper's Fig. 9 quantity.
@@ -21,7 +22,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from melrl.method.prompts import (
-    ANALYSIS_TEMPLATE,
+    ANALYSIS_TEMPLATES,
+    PAPER_FIELDS,
+    PAPER_SECTION_FAILURE,
+    PAPER_SECTION_HEURISTICS,
+    PAPER_SECTION_SUCCESS,
+    PAPER_SECTION_SUMMARY,
     SECTION_FAILURE,
     SECTION_HEURISTICS,
     SECTION_PATTERN,
@@ -36,6 +42,7 @@ __all__ = [
     "Pair",
     "ParsedExperience",
     "find_leaks",
+    "leak_scope",
     "leaks",
     "parse_meta_experience",
     "retention_ratio",
@@ -155,18 +162,15 @@ _SECTION_TITLES = {
 }
 _REQUIRED = (_FAILURE, _SUCCESS, _SUMMARY, _HEURISTICS)
 
-# Heading names, ours (prompts.py) and the paper's Appendix C ones. Matched case-insensitively, longest first.
+# Heading names: the compact prompt's (SECTION_*), the paper's Appendix C ones (PAPER_SECTION_*; its "Failure
+# Point" and "Latent Cognitive Pattern" fields are the compact headings) and a few near spellings. Matched
+# case-insensitively, longest first.
 _ALIASES = {
-    _FAILURE: [
-        SECTION_FAILURE,
-        "Failure Resolution Path & Error Pattern Recognition",
-        "Failure Resolution Path",
-        "Bifurcation Point",
-    ],
+    _FAILURE: [SECTION_FAILURE, PAPER_SECTION_FAILURE, "Failure Resolution Path", "Bifurcation Point"],
     _PATTERN: [SECTION_PATTERN, "Cognitive Pattern", "Latent Cognitive Defect"],
-    _SUCCESS: [SECTION_SUCCESS, "Analysis of Success Factors", "Success Factor Analysis"],
-    _SUMMARY: [SECTION_SUMMARY, "First-Person Reflective Summary"],  # words may be joined by spaces or "-"
-    _HEURISTICS: [SECTION_HEURISTICS, "Subject Heuristics"],
+    _SUCCESS: [SECTION_SUCCESS, PAPER_SECTION_SUCCESS, "Success Factor Analysis"],
+    _SUMMARY: [SECTION_SUMMARY, PAPER_SECTION_SUMMARY],  # words may be joined by spaces or "-"
+    _HEURISTICS: [SECTION_HEURISTICS, PAPER_SECTION_HEURISTICS],
 }
 
 
@@ -213,15 +217,47 @@ def _match_heading(line: str) -> tuple[str, str] | None:
     return None  # prose that starts with a section name ("Success factors were ...") is content
 
 
+_FIELD_NAMES = {name.lower(): name for names in PAPER_FIELDS.values() for name in names}
+_FIELD_RE = re.compile(
+    # "• **Reasoning Pivot (If applicable):** text", "Review: text", "- *Insight*: text"
+    r"[ \t>]{0,8}(?:[-+*\u2022][ \t]+)?(?:[*_]{1,3}[ \t]*)?(?P<name>"
+    + "|".join(re.escape(n) for n in sorted(_FIELD_NAMES, key=len, reverse=True))
+    + r")(?:[ \t]*\([^()\n]{0,40}\))?[ \t]*[*_]{0,3}[ \t]*[:\uff1a][ \t]*[*_]{0,3}(?P<rest>.*)",
+    re.IGNORECASE,
+)
+
+
+def _fields(key: str, content: str) -> dict[str, str]:
+    """The paper's labelled fields (prompts.PAPER_FIELDS) found in the content of part `key`: a field runs from its
+    label line to the next label; fields left empty are omitted."""
+    names = PAPER_FIELDS.get(key, ())
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in content.splitlines():
+        m = _FIELD_RE.match(line)
+        name = _FIELD_NAMES[m.group("name").lower()] if m else None
+        if name in names:
+            current = found.setdefault(name, [])
+            current.clear()
+            current.append(m.group("rest").strip())
+        elif current is not None:
+            current.append(line.strip())
+    return {name: text for name in names if name in found and (text := "\n".join(found[name]).strip())}
+
+
 @dataclass
 class ParsedExperience:
-    """The sections of one meta-experience M. `cognitive_pattern` may be empty; the rest are not."""
+    """The sections of one meta-experience M. `cognitive_pattern` may be empty; the rest are not. `details` holds
+    the labelled fields of the paper's output format found inside a section ("Reasoning Pivot", "Robustness
+    Factor", "Reason for Effectiveness" in the success factors; "Review", "Insight", "Action" in the reflective
+    summary), each also part of its section's text."""
 
     failure_point: str
     cognitive_pattern: str
     success_factors: str
     reflective_summary: str
     heuristics: list[str] = field(default_factory=list)
+    details: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,13 +338,19 @@ def _norm_ws(s: str) -> str:
     return " ".join(s.split()).lower()
 
 
-def _template_placeholders() -> tuple[dict[str, str], set[str]]:
-    """The description lines the analysis prompt shows under each heading, normalised; an M that only echoes
-    them is rejected."""
-    fmt = ANALYSIS_TEMPLATE.split("Output format", 1)[-1].split("Here are the question", 1)[0]
-    sections = _split_sections(fmt)
-    heuristics = sections.pop(_HEURISTICS, "")
-    return {k: _norm_ws(v) for k, v in sections.items()}, {_norm_ws(h) for h in _split_heuristics(heuristics)}
+def _template_placeholders() -> tuple[dict[str, set[str]], set[str]]:
+    """The description lines each analysis prompt (paper and compact) shows under each heading, normalised; an M
+    that only echoes them is rejected."""
+    placeholders: dict[str, set[str]] = {}
+    heuristic_placeholders: set[str] = set()
+    for template in ANALYSIS_TEMPLATES.values():
+        fmt = re.split(r"output format", template, maxsplit=1, flags=re.IGNORECASE)[-1]
+        fmt = fmt[: fmt.rfind("\n\nHere ")]
+        sections = _split_sections(fmt)
+        heuristic_placeholders |= {_norm_ws(h) for h in _split_heuristics(sections.pop(_HEURISTICS, ""))}
+        for key, text in sections.items():
+            placeholders.setdefault(key, set()).add(_norm_ws(text))
+    return placeholders, heuristic_placeholders
 
 
 _PLACEHOLDERS, _HEURISTIC_PLACEHOLDERS = _template_placeholders()
@@ -320,11 +362,15 @@ def parse_meta_experience(text: str) -> ParsedExperience:
     Headings are found line by line, tolerantly: markdown (`#`..`######`), bold or italic markers, bullets,
     numbering ("1.", "(2)", "IV."), any case, an optional parenthetical ("(Internalized Experience)"), and an
     optional ":" (or dash) after which the section's text may start on the same line. Both the prompt's names
-    (prompts.SECTION_*) and the paper's longer ones ("Failure Resolution Path", "Analysis of Success Factors",
-    "First-Person Reflective Summary", "Subject Heuristics") are accepted. A line that starts with a section
-    name but goes on without a separator ("Success factors were ...") is content, not a heading, unless it is a
-    markdown `#` heading. Text before the first heading is ignored; a repeated heading's last non-empty
-    occurrence wins; horizontal rules and code fences are dropped.
+    (prompts.SECTION_*) and the paper's (prompts.PAPER_SECTION_*: "Failure Resolution Path & Error Pattern
+    Recognition" with its "Failure Point:" and "Latent Cognitive Pattern:" fields, "Analysis of Success Factors",
+    "First-Person Reflective Summary", "Subject Heuristics (Internalized Experience)") are accepted. A line that
+    starts with a section name but goes on without a separator ("Success factors were ...") is content, not a
+    heading, unless it is a markdown `#` heading. Text before the first heading is ignored; a repeated heading's
+    last non-empty occurrence wins; horizontal rules and code fences are dropped.
+
+    The paper's labelled fields inside the success factors and the summary ("Reasoning Pivot:", "Review:", ...)
+    are also returned one by one in `details` (prompts.PAPER_FIELDS).
 
     Heuristics are split into one rule per bullet ("-", "*", "•", "1.", "(1)"; continuation lines join their
     bullet) or, without bullets, one per non-empty line.
@@ -338,8 +384,8 @@ def parse_meta_experience(text: str) -> ParsedExperience:
     if not isinstance(text, str):
         raise TypeError(f"expected str, got {type(text).__name__}")
     sections = _split_sections(text[:MAX_PARSE_CHARS])
-    for key, placeholder in _PLACEHOLDERS.items():
-        if key in sections and _norm_ws(sections[key]) == placeholder:
+    for key, placeholders in _PLACEHOLDERS.items():
+        if key in sections and _norm_ws(sections[key]) in placeholders:
             sections[key] = ""
     heuristics = [
         h for h in _split_heuristics(sections.get(_HEURISTICS, "")) if _norm_ws(h) not in _HEURISTIC_PLACEHOLDERS
@@ -364,7 +410,20 @@ def parse_meta_experience(text: str) -> ParsedExperience:
         success_factors=sections[_SUCCESS],
         reflective_summary=sections[_SUMMARY],
         heuristics=heuristics,
+        details={name: text for key in PAPER_FIELDS for name, text in _fields(key, sections[key]).items()},
     )
+
+
+def leak_scope(text: str) -> str | None:
+    """The part of an analysis that the paper forbids to name the problem's specifics in: the text of its
+    Reflective Summary and Heuristics sections (either heading spelling), parsed or not; None when it has
+    neither section. Like the parser, reads only the first MAX_PARSE_CHARS characters."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, got {type(text).__name__}")
+    sections = _split_sections(text[:MAX_PARSE_CHARS])
+    if _SUMMARY not in sections and _HEURISTICS not in sections:
+        return None
+    return sections.get(_SUMMARY, "") + "\n" + sections.get(_HEURISTICS, "")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -494,6 +553,36 @@ def _occurs(form: str, text: str) -> bool:
         start = i + 1
 
 
+SHORT_GOLD_DIGITS = 2
+"""A whole-number gold of at most this many digits ("2", "12", "012") leaks only where the text states it as
+the answer (`_STATED_RES`): a bare occurrence of such a number is mostly not the answer ("Step 1", "x^2")."""
+
+_STATED_NUM = r"(?P<n>\d+(?:\.\d+)?)(?!\d|[.,]\d)"
+_SP = r"[^\S\n]"  # a space that does not end the line
+_STATED_RES = (
+    # \boxed{2}, \boxed{x = 2}, \boxed{$2$}, \boxed{2^\circ}
+    re.compile(r"\\boxed" + _SP + r"*\{" + _SP + r"*\$?" + _SP + r"*(?:[A-Za-z]" + _SP + r"*=" + _SP + r"*)?-?"
+               + _SP + r"*" + _STATED_NUM + _SP + r"*(?:\^\{?\\circ\}?|\\?%)?" + _SP + r"*\$?" + _SP + r"*\}"),
+    # "the answer is 2", "Answer: 2", "final answer = $2$", "the result was **2**", "solution: \(2\)"
+    re.compile(r"\b(?:answer|result|solution)s?" + _SP + r"{0,3}(?:(?:is|was|equals|=|:|of|should be|would be|must "
+               r"be|will be|to be|becomes|comes out to)" + _SP + r"{0,3}){1,2}(?:[$*(\\]" + _SP + r"{0,2}){0,3}-?"
+               + _SP + r"{0,2}" + _STATED_NUM, re.IGNORECASE),
+    # "1 + 1 = 2." / "= -2" / "equals 2," / "is equal to 2" closing a computation: the number ends the line, the
+    # text or the clause (a punctuation mark, a bracket or $ follows)
+    re.compile(r"(?:=|\bequals\b|\bis equal to\b)" + _SP + r"{0,3}(?:[$*]" + _SP + r"{0,2}){0,2}-?" + _SP
+               + r"{0,2}" + _STATED_NUM + r"(?=" + _SP + r"*(?:\Z|\n|[.,;:!?)\]}$*]|\\[)\]]))", re.IGNORECASE),
+)
+
+
+def _stated_numbers(text: str) -> set[str]:
+    """Canonical numbers that `text` states as an answer or as the result of a computation (`_STATED_RES`)."""
+    return {_canon_num(m.group("n")) for rx in _STATED_RES for m in rx.finditer(text)}
+
+
+def _is_short_integer(num: str) -> bool:
+    return "." not in num and len(num) <= SHORT_GOLD_DIGITS
+
+
 def find_leaks(
     heuristics_and_summary: str,
     gold_answer: str,
@@ -502,25 +591,33 @@ def find_leaks(
 ) -> list[str]:
     """What of this problem's specifics the text quotes; [] when clean.
 
-    1. The gold answer, always. A numeric gold ("12", "012", "$1,000$", "30^\\circ", "x = 5") is compared as a
-       number against every whole number token of the text, signs ignored: "12" leaks in "equals 12." and
-       "12.0", not in "123" or "1.25". Any other gold is searched for after whitespace and LaTeX-spelling
-       normalisation (\\dfrac = \\frac, braces around one character dropped), as a whole token; \\frac{a}{b}
-       also as "a/b", \\sqrt{n} also as "√n" and "sqrt(n)". A non-numeric gold shorter than 2 characters
-       ("A", "x") is not searched for.
+    1. The gold answer, always. A numeric gold ("123", "0123", "$1,000$", "30^\\circ", "x = 5") is compared as a
+       number against every whole number token of the text, signs ignored: "123" leaks in "equals 123." and
+       "123.0", not in "1234" or "1.235". A whole-number gold of 1 or 2 digits (SHORT_GOLD_DIGITS; "2", "12",
+       "012") only where the text states it as the answer: "\\boxed{2}", "the answer is 2", "Answer: 2",
+       "result: $2$", or "= 2" / "equals 2" closing a computation ("1 + 1 = 2."); not in "x^2", "Step 1:",
+       "2 cases" (the same small numbers are everywhere in general advice). Any other gold is searched for after
+       whitespace and LaTeX-spelling normalisation (\\dfrac = \\frac, braces around one character dropped), as a
+       whole token; \\frac{a}{b} also as "a/b", \\sqrt{n} also as "√n" and "sqrt(n)". A non-numeric gold shorter
+       than 2 characters ("A", "x") is not searched for.
     2. The problem's distinctive numbers, compared the same way: integers >= 10 except `common_numbers`
        (default COMMON_NUMBERS: 10, 90, 100, 180, 360, 1000), and non-integers with at least 2 significant
        digits (2.5, 0.25; not 0.5). Single digits are never distinctive.
 
     Returns the leaked items, gold first (as given, stripped), then problem numbers (canonical form, in
-    problem order), without duplicates. The trainer applies it to the heuristics and the reflective summary.
+    problem order), without duplicates (a gold that leaked is not reported again as a problem number; a short gold
+    that is also a distinctive problem number leaks as the latter wherever it occurs). `judge_analysis` applies it
+    to the heuristics and the reflective summary (`leak_scope`).
     """
     found: list[str] = []
     text_numbers = set(_numbers(heuristics_and_summary))
     gold = gold_answer.strip()
     gold_num = _gold_number(gold) if gold else None
     if gold_num is not None:
-        if gold_num in text_numbers:
+        if _is_short_integer(gold_num):
+            if gold_num in _stated_numbers(heuristics_and_summary):
+                found.append(gold)
+        elif gold_num in text_numbers:
             found.append(gold)
     elif gold:
         canon_text = _canon_tex(heuristics_and_summary)
@@ -528,7 +625,7 @@ def find_leaks(
             found.append(gold)
     common = {_canon_num(c) for c in common_numbers}
     for num in dict.fromkeys(_numbers(problem)):
-        if num != gold_num and _is_distinctive(num, common) and num in text_numbers:
+        if not (found and num == gold_num) and _is_distinctive(num, common) and num in text_numbers:
             found.append(num)
     return found
 

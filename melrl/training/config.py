@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from melrl.method.algorithms import ADVANTAGE_METHODS
-from melrl.method.prompts import SOLVE_TEMPLATES
+from melrl.method.meta_phase import EXPERIENCE_FILTERS
+from melrl.method.prompts import ANALYSIS_TEMPLATES, SOLVE_TEMPLATES
 
 
 @dataclass
@@ -28,6 +29,11 @@ class MELConfig(GRPOConfig):
         max_pairs_per_prompt (`int`, defaults to `2`): contrastive pairs analysed per prompt with both correct and
             incorrect rollouts. The paper leaves this open; 2 keeps the analysis cost near the rollout cost at G=8.
         pair_seed (`int` or `None`): seed of the pair choice; `None` uses `seed`.
+        analysis_prompt (`str`, defaults to `"paper"`): the analysis instruction I: `paper` (Appendix C's
+            Meta-Experience Prompt, verbatim) or `compact` (ours: shorter, one markdown heading per part of M).
+        experience_filter (`str`, defaults to `"replay"`): what sends a meta-experience to replay: `replay` (the
+            paper's: every one; replay alone decides) or `format` (ours: only those that were not truncated and
+            whose sections parse).
         analysis_max_new_tokens (`int`, defaults to `1024`): token budget of one meta-experience.
         analysis_max_prompt_length (`int`, defaults to `4096`): context budget of the analysis prompt; longer
             solutions are cut in the middle (head and tail kept) so that the prompt fits.
@@ -36,7 +42,8 @@ class MELConfig(GRPOConfig):
         replay_max_new_tokens (`int` or `None`): token budget of a replay answer; `None` uses
             `max_completion_length`.
         leak_check (`bool`, defaults to `True`): reject meta-experiences whose heuristics or summary contain the
-            gold answer or the problem's distinctive numbers.
+            gold answer or the problem's distinctive numbers, under either `experience_filter` (ours, beyond the
+            paper).
         prompt_template (`str`, defaults to `"qwen-boxed"`): solve template; decides how answers are extracted.
         verifier_timeout (`float`, defaults to `5.0`): seconds allowed to verify one answer.
 
@@ -52,6 +59,12 @@ class MELConfig(GRPOConfig):
     mel_coef: float = field(default=1.0, metadata={"help": "Coefficient of the internalization NLL."})
     max_pairs_per_prompt: int = field(default=2, metadata={"help": "Contrastive pairs per mixed prompt."})
     pair_seed: int | None = field(default=None, metadata={"help": "Seed of the pair choice (default: seed)."})
+    analysis_prompt: str = field(
+        default="paper", metadata={"help": f"Analysis prompt: one of {sorted(ANALYSIS_TEMPLATES)} (paper: Appendix C)."}
+    )
+    experience_filter: str = field(
+        default="replay", metadata={"help": f"What is replayed: one of {EXPERIENCE_FILTERS} (replay: the paper's)."}
+    )
     analysis_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of one analysis."})
     analysis_max_prompt_length: int = field(default=4096, metadata={"help": "Context budget of the analysis prompt."})
     replay_samples: int = field(default=1, metadata={"help": "Replay answers per meta-experience."})
@@ -71,6 +84,10 @@ class MELConfig(GRPOConfig):
             raise ValueError(f"algorithm: {self.algorithm!r} is not one of {ADVANTAGE_METHODS}")
         if self.prompt_template not in SOLVE_TEMPLATES:
             raise ValueError(f"prompt_template: {self.prompt_template!r} is not one of {sorted(SOLVE_TEMPLATES)}")
+        if self.analysis_prompt not in ANALYSIS_TEMPLATES:
+            raise ValueError(f"analysis_prompt: {self.analysis_prompt!r} is not one of {sorted(ANALYSIS_TEMPLATES)}")
+        if self.experience_filter not in EXPERIENCE_FILTERS:
+            raise ValueError(f"experience_filter: {self.experience_filter!r} is not one of {EXPERIENCE_FILTERS}")
         if self.max_pairs_per_prompt < 1:
             raise ValueError("max_pairs_per_prompt must be >= 1 (set meta_experience: false to turn the loop off)")
         if self.replay_samples < 1:
