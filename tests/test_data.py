@@ -15,7 +15,7 @@ import pytest
 from melrl import data
 from melrl.data import DATA_DIR_ENV, DatasetError, Record, default_data_dir, load_records, load_records_with_report
 
-ROOT = Path(data.__file__).resolve().parent.parent
+ROOT = Path(data.__file__).resolve().parents[2]  # the project root (melrl/data/__init__.py)
 REAL_DATA = (ROOT / ".." / "shared" / "data").resolve()
 
 COUNTS = {
@@ -26,7 +26,7 @@ COUNTS = {
     ("aime25", None): 30,
     ("amc23", None): 40,
     ("math500", None): 500,
-    ("olympiadbench", None): 675,
+    ("olympiadbench", None): 674,  # the file's 675 less id 1965, as the updated official release and the paper
     ("minerva_math", None): 272,
 }
 
@@ -109,6 +109,28 @@ def test_olympiadbench_dollars_stripped():
     assert recs["1664"].answer == "69, 84"  # raw ["$69$,$84$"]
     assert recs["1970"].answer == "(-\\infty, 0) \\cup\\{1\\}"  # raw ends in "$."
     assert not any("$" in r.answer for r in recs.values())
+
+
+@needs_data
+def test_olympiadbench_leaves_out_id_1965_by_id(caplog, tmp_path):
+    raw = [json.loads(line) for line in (REAL_DATA / "olympiadbench" / "test.jsonl").read_text().splitlines()]
+    assert len(raw) == 675 and [i for i, row in enumerate(raw) if row["id"] == 1965] == [73]
+    assert "arbitrary positive integer" in raw[73]["final_answer"][0]
+    with caplog.at_level(logging.INFO, logger="melrl.data"):
+        records, skipped = load_records_with_report("olympiadbench", data_dir=REAL_DATA)
+    assert (len(records), skipped) == (674, 0)
+    assert [r.id for r in records] == [str(row["id"]) for row in raw if row["id"] != 1965]
+    assert any("1965" in m for m in caplog.messages)
+    # The updated release's answer types (Numerical 572, Expression 63, Tuple 33, Interval 6): only an Expression
+    # row is gone.
+    types = {str(row["id"]): row["answer_type"] for row in raw}
+    counts = {t: sum(types[r.id] == t for r in records) for t in ("Numerical", "Expression", "Tuple", "Interval")}
+    assert counts == {"Numerical": 572, "Expression": 63, "Tuple": 33, "Interval": 6}
+    # by id, not by position: the same rows in another order lose the same problem
+    (tmp_path / "olympiadbench").mkdir()
+    (tmp_path / "olympiadbench" / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in raw[::-1]))
+    shuffled = load_records("olympiadbench", data_dir=tmp_path)
+    assert sorted(r.id for r in shuffled) == sorted(r.id for r in records)
 
 
 @needs_data

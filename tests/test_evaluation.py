@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from melrl.evaluation import average_metrics, benchmark_metrics, compare, markdown_table, pass_at_k
-from melrl.evaluation.backends import Request, RowSampler, TransformersBackend, choose_backend, vllm_available
-from melrl.evaluation.runner import BENCHMARKS, evaluate, load_problems
+from melrl.evaluation.backends import (
+    Completion, Request, RowSampler, TransformersBackend, choose_backend, vllm_available,
+)
+from melrl.evaluation.runner import BENCHMARKS, answer_format_for, evaluate, load_problems
 from melrl.jsonl import read_jsonl
 
 from tests.helpers import needs_data
@@ -275,6 +277,85 @@ def test_resuming_with_other_settings_is_refused(tiny, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# How each benchmark's answers are read
+
+
+def test_answer_format_for_each_benchmark():
+    assert answer_format_for("gsm8k", "qwen-boxed") == "auto"
+    assert answer_format_for("gsm8k", "dapo") == "auto"
+    assert answer_format_for("gsm8k", "short") == "last_number"
+    for bench in ("aime24", "aime25", "amc23", "math500", "olympiadbench", "minerva_math"):
+        assert answer_format_for(bench, "qwen-boxed") == "boxed"
+        assert answer_format_for(bench, "dapo") == "answer_line"
+    assert answer_format_for("gsm8k", "qwen-boxed", "boxed") == "boxed"
+    assert answer_format_for("math500", "qwen-boxed", "auto") == "auto"
+    with pytest.raises(ValueError):
+        answer_format_for("gsm8k", "qwen-boxed", "latex")
+
+
+class ScriptedBackend:
+    """Answers every request with `style` filled with the problem's gold answer, read from the data files."""
+
+    name = "scripted"
+    batch_size = 8
+
+    def __init__(self, tokenizer, golds: dict[str, str], style: str):
+        self.tokenizer, self.golds, self.style = tokenizer, golds, style
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            gold = next(g for problem, g in self.golds.items() if problem in r.prompt)
+            out.append(Completion(self.style.format(gold), 5, "stop"))
+        return out
+
+
+def _raw_golds() -> dict[str, str]:
+    """problem text -> gold answer, read here straight from the raw files (GSM8K's "#### 18", AMC's 27.0)."""
+    from melrl.data import default_data_dir
+
+    root = default_data_dir()
+    golds = {}
+    for line in read_jsonl(root / "gsm8k" / "test.jsonl")[:1]:
+        golds[line["question"].strip()] = line["answer"].rsplit("####", 1)[1].strip().replace(",", "")
+    for line in read_jsonl(root / "amc23" / "test.jsonl")[:1]:
+        golds[line["problem"].strip()] = str(int(float(line["answer"])))
+    return golds
+
+
+@needs_data
+def test_each_benchmark_is_read_with_its_own_answer_format(tiny, tmp_path):
+    golds = _raw_golds()
+    gsm8k_style = ScriptedBackend(tiny[1], golds, "Step by step ...\n#### {}")
+    options = dict(limit=1, k=0, progress=False, label="scripted")
+    results = evaluate(tiny, ["gsm8k", "amc23"], backend=gsm8k_style, output_dir=str(tmp_path / "a"), **options)
+    assert results["config"]["answer_formats"] == {"gsm8k": "auto", "amc23": "boxed"}
+    assert results["config"]["answer_format"] is None
+    on_disk = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert on_disk["config"]["answer_formats"] == {"gsm8k": "auto", "amc23": "boxed"}
+    assert "Answers read as: GSM8K `auto`, AMC 2023 `boxed`." in (tmp_path / "a" / "results.md").read_text()
+    # "#### <gold>" is right on GSM8K, read with auto; AMC's boxed mode finds no answer in it
+    assert results["metrics"]["gsm8k"]["pass@1"] == 1.0 and results["metrics"]["amc23"]["pass@1"] == 0.0
+    assert results["counts"]["amc23"]["no_answer"] == 1 and results["counts"]["gsm8k"]["no_answer"] == 0
+    assert [r["answer_format"] for r in results["problems"]] == ["auto", "boxed"]
+
+    boxed_style = ScriptedBackend(tiny[1], golds, "So the answer is $\\boxed{{{}}}$.")
+    boxed = evaluate(tiny, ["gsm8k", "amc23"], backend=boxed_style, **options)
+    assert boxed["metrics"]["gsm8k"]["pass@1"] == 1.0 and boxed["metrics"]["amc23"]["pass@1"] == 1.0
+
+    explicit = evaluate(tiny, ["gsm8k", "amc23"], backend=gsm8k_style, answer_format="boxed",
+                        output_dir=str(tmp_path / "b"), **options)
+    assert explicit["config"]["answer_formats"] == {"gsm8k": "boxed", "amc23": "boxed"}
+    assert explicit["config"]["answer_format"] == "boxed"
+    assert explicit["metrics"]["gsm8k"]["pass@1"] == 0.0
+    # the stored verdicts depend on the answer format: resuming with another one is refused
+    with pytest.raises(ValueError, match="answer format of gsm8k: 'boxed' there, 'auto' now"):
+        evaluate(tiny, ["gsm8k", "amc23"], backend=gsm8k_style, output_dir=str(tmp_path / "b"), **options)
+    with pytest.raises(ValueError, match="answer_format"):
+        evaluate(tiny, ["gsm8k"], backend=gsm8k_style, answer_format="latex", **options)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # --compare and the CLI
 
 
@@ -318,6 +399,11 @@ def test_cli_parses_the_flags():
                                  "--backend", "transformers", "--seed", "5", "--max-new-tokens", "64"])
     assert (args.benchmarks, args.k, args.temperature, args.greedy, args.limit, args.ids, args.seed,
             args.max_new_tokens) == ("gsm8k,minerva_math", 4, 1.0, False, 3, "0,1", 5, 64)
+    assert args.answer_format is None
+    args = _parser().parse_args(["eval", "--model", "m", "--answer-format", "last_number"])
+    assert args.answer_format == "last_number"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["eval", "--model", "m", "--answer-format", "latex"])
 
 
 @needs_data
@@ -330,6 +416,7 @@ def test_cli_evaluates_and_prints_the_table(tiny_model_dir, tmp_path, capsys):
     assert run_eval(args) == 0
     assert "| Run | GSM8K Pass@1 | GSM8K Avg@1 | Average Pass@1 | Average Avg@1 |" in capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["answer_formats"] == {"gsm8k": "auto"}
     line = read_jsonl(tmp_path / "samples.jsonl")[0]
     # k = 1: the sampled Pass@1 would be Avg@1, so the Pass@1 column stays the greedy one
     assert results["metrics"]["gsm8k"] == {"pass@1": float(line["greedy"]["correct"]),

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from melrl.verify import verifier
-from melrl.verify.answers import MAX_ANSWER_CHARS, extract_answer, prescreen
+from melrl.verify.answers import MAX_ANSWER_CHARS, extract_answer, prescreen, same_time, time_of_day
 from melrl.training.rewards import make_accuracy_reward
 from melrl.verify.verifier import VerifierPool, default_timeout, verify, verify_batch
 
@@ -48,10 +48,78 @@ def pool():
         ("Answer: 3", "auto", "3"),
         ("nothing at all", "auto", None),
         ("", "auto", None),
+        # GSM8K styles, read by "auto"
+        ("16 - 3 - 4 = <<16-3-4=9>>9 eggs\n9 * 2 = <<9*2=18>>18\n#### 18", "auto", "18"),
+        ("She makes 9 * 2 = $<<9*2=18>>18 every day.\nA: 18", "auto", "18"),
+        ("She makes $18 every day.\nA: $18", "auto", "18"),
+        ("9 * 2 = 18 dollars. The answer is 18.", "auto", "18"),
+        ("9 * 2 = 18 dollars. The answer is $18.", "auto", "18"),
+        ("So the answer is \\$1,080 dollars.", "auto", "1,080"),
+        ("The answer is $\\frac{3}{4}$.", "auto", "\\frac{3}{4}"),
+        ("The answer is 2.5, since 5/2 = 2.5.", "auto", "2.5"),
+        ("the final answer is: 42", "auto", "42"),
+        ("**A:** 7 apples", "auto", "7"),
+        ("The answer is 2x.", "auto", "2x"),  # a variable is not a unit
+        ("A: 2 x + 3", "auto", "2 x + 3"),
+        ("A: 1.8 million", "auto", "1.8 million"),  # a scale word is not a unit either
+        ("#### 1,200", "auto", "1,200"),
+        ("#### -3", "auto", "-3"),
+        ("Q: how many? A: 5\nno marker on its own line", "auto", None),  # "A:" counts at the start of a line
+        # the last statement wins among them; a closing \boxed wins over all of them
+        ("The answer is 12.\nWait, I made an error: 3 * 5 = 15.\n#### 15", "auto", "15"),
+        ("#### 12\nAnswer: 13", "auto", "13"),
+        ("The answer is 18.\n#### 18\nSo the final answer is $\\boxed{20}$.", "auto", "20"),
+        ("A: 18\n\\boxed{20}", "auto", "20"),
+        ("\\boxed{20} ... The answer is 18.", "auto", "20"),
+        ("#### 18", "boxed", None),
+        ("#### 18", "answer_line", None),
+        # unfinished work has no answer in "auto"; "last_number" takes any number
+        ("so far 3 + 4 = 7 and then", "auto", None),
+        ("so far 3 + 4 = 7 and then", "last_number", "7"),
+        ("A: 18", "last_number", "18"),
+        # times of day stay whole
+        ("She arrives at 4:30 p.m.\nA: 4:30 p.m.", "auto", "4:30 p.m"),
+        ("The answer is 16:05.", "auto", "16:05"),
+        ("so she leaves at 4:30 pm.", "last_number", "4:30 pm"),
     ],
 )
 def test_extract_answer(text, fmt, expected):
     assert extract_answer(text, fmt) == expected
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ("4:30 p.m.", "4:30 PM", True),
+        ("4:30 p.m.", "16:30", True),
+        ("4:30pm", "4:30 a.m.", False),
+        ("4:30", "4:30 p.m.", True),  # no am/pm: either half of the day
+        ("4:30", "16:30", True),
+        ("4:30", "4:03", False),
+        ("12:15 a.m.", "0:15", True),
+        ("12:15 p.m.", "12:15", True),
+        ("12:15 a.m.", "12:15 p.m.", False),
+        ("$7:05$", "7:05", True),
+        ("\\text{7:05 a.m.}", "7:05", True),
+    ],
+)
+def test_same_time(a, b, expected):
+    assert same_time(a, b) is expected
+    assert same_time(b, a) is expected
+
+
+@pytest.mark.parametrize("text", ["4/30", "430", "25:30", "4:60", "13:30 p.m.", "3:2", "1:2:3", "x"])
+def test_not_a_time(text):
+    assert time_of_day(text) is None
+    assert same_time(text, "4:30") is None
+
+
+def test_times_are_compared_as_times(pool):
+    completions = ["A: 4:30 p.m.", "The answer is 4:30.", "#### 16:30", "\\boxed{4:30 \\text{ a.m.}}",
+                   "\\boxed{4:03}", "\\boxed{\\frac{2}{15}}", "\\boxed{4:30}"]
+    golds = ["4:30 p.m."] * 6 + ["2/15"]
+    # math-verify reads 4:30 as the ratio 4/30 = 2/15: a time is never equal to it, and a ratio gold still is
+    assert pool.verify_batch(completions, golds) == [True, True, True, False, False, False, True]
 
 
 def test_extract_answer_is_bounded():
@@ -174,6 +242,12 @@ def test_last_boxed_wins_and_module_api():
     verifier.default_pool().warmup()  # integer answers never reach the workers; let them finish starting
 
 
+def test_gsm8k_styles_verified(pool):
+    completions = ["9 * 2 = 18\n#### 18", "9 * 2 = 18\nA: $18", "The answer is 18 dollars.", "#### 1,080",
+                   "The answer is 17.", "9 * 2 = 18\n#### 18\n\\boxed{17}"]
+    assert pool.verify_batch(completions, ["18", "18", "18", "1080", "18", "18"]) == [True] * 4 + [False] * 2
+
+
 def test_answer_line(pool):
     completions = ["Let me think.\nAnswer: $\\frac{14}{3}$", "Answer: 12\nAnswer: 13.", "Answer: 1,000", "no answer"]
     assert pool.verify_batch(completions, ["14/3", "13", "1000", "1"], answer_format="answer_line") == [
@@ -183,7 +257,7 @@ def test_answer_line(pool):
 
 def test_missing_or_invalid_answer_is_false(pool):
     golds = ["5", "5", "5", "5", "5"]
-    completions = ["the answer is 5", "\\boxed{5", "", None, "\\boxed{}"]
+    completions = ["3 + 2 = 5", "\\boxed{5", "", None, "\\boxed{}"]
     assert pool.verify_batch(completions, golds) == [False] * 5
     assert pool.verify_batch(["\\boxed{5}"], [""]) == [False]
     with pytest.raises(ValueError):

@@ -24,6 +24,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"comma-separated: aime24, aime25, amc23, math500, olympiadbench, gsm8k, minerva_math "
                         f"(default: {PAPER_BENCHMARKS})")
     p.add_argument("--template", default="qwen-boxed", help="solve template: qwen-boxed, dapo or short")
+    p.add_argument("--answer-format", choices=("auto", "boxed", "answer_line", "last_number"), default=None,
+                   help="how final answers are read on every benchmark (default: per benchmark, the template's "
+                        "mode, and auto for gsm8k; recorded in results.json as config.answer_formats)")
     p.add_argument("--k", type=int, default=8, help="samples per problem for Avg@k and Pass@k; 0: greedy only")
     p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature of the k samples")
     p.add_argument("--no-greedy", dest="greedy", action="store_false", help="skip the greedy Pass@1 sample")
@@ -71,6 +74,7 @@ def run_eval(args: argparse.Namespace) -> int:
             greedy=args.greedy, max_new_tokens=args.max_new_tokens, limit=args.limit, ids=args.ids,
             output_dir=str(output_dir), backend=args.backend, batch_size=args.batch_size, seed=args.seed,
             data_dir=args.data_dir, progress=args.progress, verifier_timeout=args.verifier_timeout, dtype=args.dtype,
+            answer_format=args.answer_format,
         )
     except KeyboardInterrupt:
         print(f"\nmelrl eval: interrupted; rerun the same command to continue from {output_dir}", file=sys.stderr)

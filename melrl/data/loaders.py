@@ -56,7 +56,7 @@ def default_data_dir() -> Path:
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    return (Path(__file__).resolve().parent.parent / ".." / "shared" / "data").resolve()
+    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,6 +265,7 @@ class _Spec:
     fields: Mapping[str, str]  # our field -> column (dotted path); without "id" the row index is the id
     answer: Callable[[Any], str] = _text
     tolerated: frozenset[int] = frozenset()  # 0-based rows known to be broken upstream: skipped if invalid
+    dropped: Mapping[str, str] | None = None  # ids left out on purpose -> why (logged when loading)
 
 
 _PLAIN = {"problem": "problem", "answer": "answer", "id": "id"}
@@ -288,10 +289,15 @@ _SPECS: dict[str, _Spec] = {
     "aime25": _Spec({"test": "aime25/test_fixed.jsonl"}, _PLAIN, _integer_answer),
     "amc23": _Spec({"test": "amc23/test.jsonl"}, _PLAIN, _integer_answer),
     "math500": _Spec({"test": "math500/test.jsonl"}, {"problem": "problem", "answer": "answer", "id": "unique_id"}),
+    # 674 problems, as the updated official release (OpenBMB/OlympiadBench, 2024-07; OE_TO_maths_en_COMP) and the
+    # paper's Table 1 count them: our copy (Qwen2.5-Math's, the early release) has one more, id 1965, whose answer
+    # is a sentence with conditions that a rule-based checker cannot grade.
     "olympiadbench": _Spec(
         {"test": "olympiadbench/test.jsonl"},
         {"problem": "question", "answer": "final_answer", "id": "id"},
         _olympiad_answer,
+        dropped={"1965": "answer is a sentence ('f(x)=ax+b, where b is an arbitrary integer, and a is an arbitrary "
+                         "positive integer with ℧(a)=0'), left out of the updated official release (674 problems)"},
     ),
     "minerva_math": _Spec(
         {"test": "minerva_math/test.jsonl"}, {"problem": "problem", "answer": "solution", "id": "idx"}, _minerva_answer
@@ -317,10 +323,16 @@ def _load_registered(
             f"dataset {name!r}: file not found: {path} (pass data_dir or set {DATA_DIR_ENV}); known names: {_known()}"
         )
     fields = _fields(field_map, spec.fields)
-    return _records(
+    records, skipped = _records(
         _file_rows(path, fields), source=name, origin=str(path), fields=fields, answer=spec.answer,
         skip_invalid=skip_invalid, tolerated=spec.tolerated,
     )
+    if spec.dropped:
+        kept = [r for r in records if r.id not in spec.dropped]
+        for rid in sorted({r.id for r in records} & set(spec.dropped)):
+            logger.info("%s: left out problem id %s: %s", name, rid, spec.dropped[rid])
+        records = kept
+    return records, skipped
 
 
 def _load_arith(

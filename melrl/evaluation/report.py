@@ -52,10 +52,13 @@ def results_markdown(results: Mapping) -> str:
     if config["k"]:
         notes.append(f"Avg@{config['k']} and Pass@{config['k']}: {config['k']} samples at T = {config['temperature']}")
     counts = ", ".join(f"{DISPLAY_NAMES.get(b, b)} {c['problems']}" for b, c in results["counts"].items())
+    formats = config.get("answer_formats") or {}
+    read = ", ".join(f"{DISPLAY_NAMES.get(b, b)} `{f}`" for b, f in formats.items())
     return (
         f"# Evaluation of {config['model']}\n\n{markdown_table([(config['model'], results['metrics'])])}\n"
         f"{'; '.join(notes)}; accuracy in %. Template `{config['template']}`, max_new_tokens "
         f"{config['max_new_tokens']}, seed {config['seed']}, back end {config['backend']}.\n\nProblems: {counts}.\n"
+        + (f"\nAnswers read as: {read}.\n" if read else "")
     )
 
 

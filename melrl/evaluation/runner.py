@@ -1,7 +1,8 @@
 """`evaluate`: Pass@1 (greedy, T = 0), Avg@k and Pass@k (k samples at T = 0.6) of a model on math benchmarks.
 
-Problems are solved in batches; each finished problem is appended to `samples.jsonl` at once, and a rerun with
-the same output directory skips the problems found there. Every sample has its own seed, derived from (seed,
+Each benchmark's final answers are read with one extraction mode (`answer_format_for`): the one passed, or else the
+template's, except GSM8K's, read with "auto". Problems are solved in batches; each finished problem is appended to
+`samples.jsonl` at once, and a rerun with the same output directory skips the problems found there. Every sample has its own seed, derived from (seed,
 benchmark, problem id, sample index), so the samples do not depend on batching or on where a run was interrupted.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 
-from melrl.verify.answers import extract_answer
+from melrl.verify.answers import ANSWER_FORMATS, extract_answer
 from melrl.data import Record, load_records
 from melrl.method.prompts import ANSWER_FORMAT, SOLVE_TEMPLATES, render, solve_text
 from melrl.verify.verifier import verify_batch
@@ -31,6 +32,23 @@ PAPER_BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "olympiadbench")
 BENCHMARKS = (*PAPER_BENCHMARKS, "gsm8k", "minerva_math")
 SPLITS = {"gsm8k": "test", "arith": "test"}  # the split a benchmark is evaluated on, where there are several
 DEFAULT_MAX_NEW_TOKENS = 4096  # the paper presets' max_completion_length
+# Benchmarks whose models often end in prose or GSM8K style ("#### 18", "A: 18", "The answer is 18") even when asked
+# for a box: read with "auto", which takes a closing \boxed{} or Answer: line first and these styles otherwise.
+AUTO_ANSWER_BENCHMARKS = frozenset({"gsm8k"})
+
+
+def answer_format_for(benchmark: str, template: str, answer_format: str | None = None) -> str:
+    """The extraction mode `benchmark`'s answers are read with: `answer_format` when given; else the template's
+    (`melrl.method.prompts.ANSWER_FORMAT`), except "auto" for GSM8K (unless the template's is "last_number",
+    which reads those styles already)."""
+    if answer_format is not None:
+        if answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+        return answer_format
+    own = ANSWER_FORMAT[template]
+    if benchmark in AUTO_ANSWER_BENCHMARKS and own != "last_number":
+        return "auto"
+    return own
 
 
 @dataclass(frozen=True)
@@ -50,10 +68,13 @@ class Settings:
     max_new_tokens: int
     seed: int
     verifier_timeout: float | None
+    answer_format: str | None = None  # None: chosen per benchmark
 
     def check(self) -> None:
         if self.template not in SOLVE_TEMPLATES:
             raise ValueError(f"unknown template {self.template!r}; choose one of {sorted(SOLVE_TEMPLATES)}")
+        if self.answer_format is not None and self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS} or None, got {self.answer_format!r}")
         if self.k < 0 or (self.k == 0 and not self.greedy):
             raise ValueError(f"need k >= 1, or k = 0 with greedy decoding; got k={self.k}, greedy={self.greedy}")
         if self.k and not self.temperature > 0:
@@ -110,6 +131,7 @@ def evaluate(
     verifier_timeout: float | None = None,
     dtype: str | None = None,
     label: str | None = None,
+    answer_format: str | None = None,
 ) -> dict:
     """Evaluate `model` (a name for `melrl.models.load_model_and_tokenizer`, or a loaded (model, tokenizer) pair).
 
@@ -117,8 +139,10 @@ def evaluate(
     throughput, versions) plus "problems": every problem's record as written to samples.jsonl. `backend` is
     "auto", "transformers", "vllm" or a back-end object; `batch_size` counts sequences per generate call;
     `ids` holds problem ids, bare or as "benchmark:id"; with `output_dir` the run is written there and resumable.
+    `answer_format` ("auto", "boxed", "answer_line", "last_number") reads every benchmark's answers one way; by
+    default each benchmark gets `answer_format_for` its name and the template, recorded in config.answer_formats.
     """
-    settings = Settings(template, k, temperature, greedy, max_new_tokens, seed, verifier_timeout)
+    settings = Settings(template, k, temperature, greedy, max_new_tokens, seed, verifier_timeout, answer_format)
     settings.check()
     names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
     engine, label, loaded = _open_backend(model, backend, batch_size, seed, dtype, label)
@@ -204,22 +228,26 @@ def solve_batch(engine, problems: Sequence[Problem], settings: Settings, stats: 
     if len(completions) != len(requests):
         raise RuntimeError(f"back end returned {len(completions)} completions for {len(requests)} requests")
     per = settings.rows_per_problem
-    golds = [p.record.answer for p in problems for _ in range(per)]
-    answer_format = ANSWER_FORMAT[settings.template]
+    formats = [answer_format_for(p.benchmark, settings.template, settings.answer_format) for p in problems]
+    verdicts: list[bool] = [False] * len(completions)
     start = time.perf_counter()
-    verdicts = verify_batch([c.text for c in completions], golds, answer_format=answer_format,
-                            timeout=settings.verifier_timeout)
+    for fmt in dict.fromkeys(formats):  # one call per extraction mode (batches hold one benchmark)
+        rows = [i * per + j for i, f in enumerate(formats) if f == fmt for j in range(per)]
+        ok = verify_batch([completions[r].text for r in rows], [problems[r // per].record.answer for r in rows],
+                          answer_format=fmt, timeout=settings.verifier_timeout)
+        for r, v in zip(rows, ok):
+            verdicts[r] = v
     stats.verification_seconds += time.perf_counter() - start
     stats.problems += len(problems)
     stats.generated_tokens += sum(c.tokens for c in completions)
     records = []
     for i, p in enumerate(problems):
-        rows = [_sample(c, ok, r.seed, answer_format) for c, ok, r in
+        rows = [_sample(c, ok, r.seed, formats[i]) for c, ok, r in
                 zip(completions[i * per : (i + 1) * per], verdicts[i * per : (i + 1) * per], requests[i * per :])]
         records.append({
             "benchmark": p.benchmark, "id": p.record.id, "problem": p.record.problem, "gold": p.record.answer,
             "prompt_tokens": p.prompt_tokens, "greedy": rows[0] if settings.greedy else None,
-            "samples": rows[int(settings.greedy):], "seed": settings.seed,
+            "samples": rows[int(settings.greedy):], "seed": settings.seed, "answer_format": formats[i],
         })
     return records
 
@@ -312,15 +340,18 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _config(label, settings: Settings, engine, batch_size, names, limit, ids, problems) -> dict:
+    benchmarks = list(dict.fromkeys(p.benchmark for p in problems))
     return {
         "model": label, "template": settings.template, "k": settings.k, "temperature": settings.temperature,
         "greedy": settings.greedy, "max_new_tokens": settings.max_new_tokens, "seed": settings.seed,
         "seeds": "per sample: sha256(seed, benchmark, id, index) -> 32 bits, recorded in samples.jsonl",
         "sampling": "pure temperature sampling (no top-p / top-k); greedy at T = 0",
         "backend": engine.name, "batch_size": batch_size or engine.batch_size,
-        "benchmarks": list(dict.fromkeys(p.benchmark for p in problems)), "requested_benchmarks": list(names),
+        "benchmarks": benchmarks, "requested_benchmarks": list(names),
         "limit": limit, "ids": sorted(ids.split(",") if isinstance(ids, str) else ids) if ids is not None else None,
-        "answer_format": ANSWER_FORMAT[settings.template], "verifier_timeout": settings.verifier_timeout,
+        "answer_format": settings.answer_format,  # as requested; None: chosen per benchmark
+        "answer_formats": {b: answer_format_for(b, settings.template, settings.answer_format) for b in benchmarks},
+        "verifier_timeout": settings.verifier_timeout,
         "device": _device(engine),
     }
 

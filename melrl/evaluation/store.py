@@ -17,6 +17,7 @@ SAMPLES_FILE = "samples.jsonl"
 MARKDOWN_FILE = "results.md"
 # Settings that change the samples: resuming with other values would mix two evaluations.
 FINGERPRINT_KEYS = ("model", "template", "k", "temperature", "greedy", "max_new_tokens", "seed")
+ANSWER_FORMATS_KEY = "answer_formats"  # benchmark -> extraction mode; the verdicts stored depend on it
 
 
 class EvalDir:
@@ -34,15 +35,23 @@ class EvalDir:
     def _check_config(self, config: Mapping) -> None:
         path = self.path / CONFIG_FILE
         fingerprint = {key: config[key] for key in FINGERPRINT_KEYS}
+        formats = dict(config.get("answer_formats") or {})
         if path.exists():
             old = json.loads(path.read_text(encoding="utf-8"))
             diff = [f"{key}: {old.get(key)!r} there, {value!r} now" for key, value in fingerprint.items()
                     if old.get(key) != value]
+            # The stored verdicts depend on how answers were read; directories from before this key pass.
+            old_formats = old.get(ANSWER_FORMATS_KEY) or {}
+            diff += [f"answer format of {bench}: {old_formats[bench]!r} there, {fmt!r} now"
+                     for bench, fmt in formats.items() if bench in old_formats and old_formats[bench] != fmt]
             if diff:
                 raise ValueError(f"{self.path} holds an evaluation with other settings ({'; '.join(diff)}); "
                                  "use another output directory or remove this one")
+            if ANSWER_FORMATS_KEY in old and not formats.items() <= old_formats.items():  # new benchmarks
+                old[ANSWER_FORMATS_KEY] = {**old_formats, **formats}
+                _write_atomic(path, json.dumps(old, indent=2) + "\n")
         else:
-            _write_atomic(path, json.dumps(fingerprint, indent=2) + "\n")
+            _write_atomic(path, json.dumps({**fingerprint, ANSWER_FORMATS_KEY: formats}, indent=2) + "\n")
 
     def append(self, record: dict) -> None:
         self._writer.append(record)

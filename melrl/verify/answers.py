@@ -27,6 +27,23 @@ _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:(?:,|\{,\}|\\,|\\!|\\ |\\thinspace ?| )
 _SEPARATORS = re.compile(r"\{,\}|\\,|\\!|\\ |\\thinspace ?|[, ]")
 _INTEGER = re.compile(r"[+-]?\d{1,4000}")
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+# A time of day: "4:30", "16:05", "4:30 p.m.", "4:30PM" (h:mm, optional am/pm).
+_TIME = re.compile(r"(?<![\d:.])(\d{1,2}):([0-5]\d)(?![\d:])(?:\s*([ap])\.?\s*m\b\.?)?", re.IGNORECASE)
+_TIME_ONLY = re.compile(r"\s*" + _TIME.pattern + r"\s*", re.IGNORECASE)
+_NUMBER_OR_TIME = re.compile(_TIME.pattern + "|" + _NUMBER.pattern, re.IGNORECASE)
+# Final-answer statements other than \boxed and "Answer:" lines: GSM8K's "#### 18", a line "A: 18", "The answer is 18".
+_HASHES = re.compile(r"####[ \t]*([^\n]*)")
+_A_LINE = re.compile(r"^[ \t*]*A[ \t]*:(?:\*\*)?[ \t]*([^\n]*)", re.MULTILINE)
+_ANSWER_IS = re.compile(r"\banswer\s+is\s*:?[ \t]*([^\n]*)", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(?=\s|$)")
+# A leading number, optionally in dollars, then a percent sign or up to four words of unit ("$18", "18 dollars",
+# "25%", "7 more apples"); a word is two letters or more and follows a space, so "2x" and "2 x" stay expressions.
+_LEADING_NUMBER = re.compile(
+    r"(?:\\?\$\s*)?(-?\d+(?:,\d{3})*(?:\.\d+)?)\$?"
+    r"(?:\s*\\?%|\s+(?!(?:thousand|million|billion)\b)[A-Za-z][A-Za-z'’.-]+(?:\s+[A-Za-z][A-Za-z'’.-]*){0,3})?",
+    re.IGNORECASE,
+)
+_CLAUSE_END = re.compile(r"\s*[,;(]\s")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
@@ -34,8 +51,10 @@ def extract_answer(text: str, answer_format: str = "auto") -> str | None:
     """The final answer of a completion, or None.
 
     "boxed": content of the last ``\\boxed{}``/``\\fbox{}``; "answer_line": the last ``Answer: ...`` line;
-    "auto": boxed if there is one, the Answer line otherwise; "last_number": the last number in the text (for
-    very small models that answer in prose, with the `short` template).
+    "last_number": the last number (or time of day) in the text (for very small models that answer in prose, with
+    the `short` template). "auto": the last boxed answer if there is one; otherwise whichever final-answer statement
+    comes last: an ``Answer: ...`` line, GSM8K's ``#### 18``, a line ``A: 18`` or "the answer is 18". Never a bare
+    number in prose, so that an unfinished completion has no answer.
     """
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
@@ -45,8 +64,10 @@ def extract_answer(text: str, answer_format: str = "auto") -> str | None:
     answer = None
     if answer_format in ("boxed", "auto"):
         answer = last_boxed(tail)
-    if answer is None and answer_format in ("answer_line", "auto"):
+    if answer is None and answer_format == "answer_line":
         answer = last_answer_line(tail)
+    if answer is None and answer_format == "auto":
+        answer = last_statement(tail)
     if answer_format == "last_number":
         answer = last_number(tail)
     if answer is None or not answer or len(answer) > MAX_ANSWER_CHARS:
@@ -93,12 +114,60 @@ def last_answer_line(text: str) -> str | None:
     return None
 
 
+def last_statement(text: str) -> str | None:
+    """The answer of the last final-answer statement: an ``Answer: ...`` line, ``#### 18``, a line ``A: 18`` or
+    "the answer is 18" (GSM8K styles). "$18", "18 dollars" and "18." give "18"; "4:30 p.m." stays a time."""
+    candidates = []  # (position, answer)
+    for line_start, line in _lines_with_offsets(text):
+        matches = list(_ANSWER_LINE.finditer(line))
+        if matches:
+            content = _clean_answer_line(matches[-1].group(1))
+            if content:
+                candidates.append((line_start + matches[-1].start(), _statement_answer(content) or content))
+    for pattern in (_HASHES, _A_LINE, _ANSWER_IS):
+        for m in reversed(list(pattern.finditer(text))):
+            content = m.group(1)
+            if pattern is _ANSWER_IS:
+                content = _SENTENCE_END.split(content, maxsplit=1)[0]
+            answer = _statement_answer(content)
+            if answer:
+                candidates.append((m.start(), answer))
+                break
+    return max(candidates)[1] if candidates else None
+
+
 def last_number(text: str) -> str | None:
-    """The last number written in the text ("... so 1,200 apples." gives "1,200"), or None."""
+    """The last number written in the text ("... so 1,200 apples." gives "1,200"; "at 4:30 pm." gives "4:30 pm"),
+    or None."""
     last = None
-    for last in _NUMBER.finditer(text):
+    for last in _NUMBER_OR_TIME.finditer(text):
         pass
     return last.group(0).rstrip(".") if last else None
+
+
+def time_of_day(answer: str) -> tuple[int, bool] | None:
+    """(minutes past midnight, whether am/pm or a 24-hour hour fixes the half of the day) of an answer that is a
+    time of day ("4:30 p.m." gives (990, True), "4:30" (270, False), "16:30" (990, True)); None otherwise."""
+    m = _TIME_ONLY.fullmatch(_unwrap(answer.strip()).replace("\\text", "").replace("{", "").replace("}", ""))
+    if not m:
+        return None
+    hour, minute, half = int(m.group(1)), int(m.group(2)), (m.group(3) or "").lower()
+    if hour > 23 or (half and not 1 <= hour <= 12):
+        return None
+    if half:
+        return (hour % 12 + (12 if half == "p" else 0)) * 60 + minute, True
+    return hour * 60 + minute, hour == 0 or hour > 12
+
+
+def same_time(a: str, b: str) -> bool | None:
+    """Whether two answers are the same time of day; None when either is not a time. A time without am/pm
+    ("4:30") matches both halves of the day ("4:30 a.m." and "4:30 p.m.", "16:30")."""
+    ta, tb = time_of_day(a), time_of_day(b)
+    if ta is None or tb is None:
+        return None
+    if ta[1] and tb[1]:
+        return ta[0] == tb[0]
+    return ta[0] % 720 == tb[0] % 720
 
 
 def normalize_answer(answer: str) -> str:
@@ -204,6 +273,33 @@ def _clean_answer_line(s: str) -> str:
         boxed = last_boxed(s)
         if boxed:
             s = boxed
+    return s
+
+
+def _lines_with_offsets(text: str):
+    start = 0
+    for line in text.split("\n"):
+        yield start, line
+        start += len(line) + 1
+
+
+def _statement_answer(content: str) -> str | None:
+    """The answer in what follows a final-answer marker: a time of day, a number with its unit or currency
+    dropped, or else the whole (cleaned) expression."""
+    s = _clean_answer_line(content)
+    if not s:
+        return None
+    time = _TIME.match(s)
+    if time and _TIME_ONLY.fullmatch(s):
+        return time.group(0).strip()
+    s = s.rstrip(".!").rstrip()
+    number = _LEADING_NUMBER.fullmatch(s)
+    if number is None:  # "18, because ..."
+        number = _LEADING_NUMBER.match(s)
+        if number and not _CLAUSE_END.match(s, number.end()):
+            number = None
+    if number:
+        return number.group(1)
     return s
 
 
