@@ -135,28 +135,6 @@ def test_a_sample_does_not_depend_on_its_batch(tiny):
     assert alone[0].tokens == 12 and alone[0].finish == "length"
 
 
-def test_a_model_in_mixed_precision_generates_without_autocast_on_cpu(tiny_model_dir):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    from melrl.models import load_model_and_tokenizer
-
-    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
-    AcceleratorState._reset_state(reset_partial_state=True)  # an earlier test's trainer may have set it up
-    try:
-        model = Accelerator(cpu=True, mixed_precision="bf16").prepare(model)  # as the trainer's model is in training
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    autocast = []
-    model.model.register_forward_pre_hook(lambda module, args: autocast.append(torch.is_autocast_enabled("cpu")))
-    request = [Request("2 + 3?", 0.0, None, 6)]
-    expected = TransformersBackend(*load_model_and_tokenizer(tiny_model_dir)).generate(request)
-    assert TransformersBackend(model, tokenizer).generate(request) == expected
-    assert autocast and not any(autocast)
-    model(input_ids=torch.tensor([[1, 2]]))
-    assert autocast[-1]  # the wrapper is back
-
-
 def test_backend_choice():
     assert choose_backend("auto", model_is_loaded=True) == "transformers"
     assert choose_backend("transformers", model_is_loaded=False) == "transformers"

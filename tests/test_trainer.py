@@ -23,7 +23,7 @@ def make_config(tmp_path, **overrides):
         num_generations=4,
         max_completion_length=12,
         analysis_max_new_tokens=10,
-        analysis_max_prompt_length=512,
+        analysis_max_prompt_length=1536,  # the paper's analysis prompt is about 1030 tokens
         max_steps=2,
         use_cpu=True,
         bf16=False,
@@ -244,7 +244,9 @@ def test_each_rollout_row_carries_its_rewards_and_completion(tiny_model_dir, tmp
     assert rollouts.problems == [row["problem"] for row in seen_rows]
 
 
-def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path, monkeypatch):
+# replay: every analysis that is not empty and did not leak is replayed (the paper); format: parsed ones only
+@pytest.mark.parametrize("experience_filter", ["replay", "format"])
+def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path, monkeypatch, experience_filter):
     monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)
     replay_verdicts = iter([True, False] * 100)
     monkeypatch.setattr(
@@ -258,7 +260,7 @@ def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path,
         return original(self, prompt_ids, *args, **kwargs)
 
     monkeypatch.setattr(MELTrainer, "_generate_single_turn", counting)
-    trainer = make_trainer(tiny_model_dir, tmp_path, max_pairs_per_prompt=2)
+    trainer = make_trainer(tiny_model_dir, tmp_path, max_pairs_per_prompt=2, experience_filter=experience_filter)
     trainer.train()
 
     run = tmp_path / "run"
@@ -272,7 +274,9 @@ def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path,
         assert m["parsed"] == sum(e["parsed"] for e in mine)
         assert m["leaked"] == sum(e["leaked"] for e in mine)
         assert m["kept"] == sum(e["kept"] for e in mine)
-        assert m["replayed"] == sum(e["parsed"] and not e["leaked"] for e in mine)
+        candidates = [e for e in mine if not e["leaked"] and e["analysis"].strip()
+                      and (experience_filter == "replay" or e["parsed"] and not e["truncated"])]
+        assert m["replayed"] == len(candidates) == sum(e["replayed"] for e in mine)
         assert m["pairs"] == m["constructed"]
         assert (m["nll"] is not None) == (m["kept"] > 0)
         assert m["nll_tokens"] == sum(e["analysis_tokens"] for e in mine if e["kept"])
@@ -281,7 +285,7 @@ def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path,
         expected_calls = 1 + (m["constructed"] > 0) + (m["replayed"] > 0)
         assert calls[m["step"] - 1] == expected_calls
     for e in experiences:
-        assert e["kept"] == (e["parsed"] and not e["leaked"] and all(e["replay_correct"]))
+        assert e["kept"] == (e["replayed"] and all(e["replay_correct"]))
         assert 0 < e["analysis_tokens"] <= 10  # the analysis budget
 
 

@@ -5,7 +5,8 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited unchanged):
    batch, beside the problem and gold answer it already holds.
 2. **The meta-experience phase.** After TRL's rollouts and advantages, `_generate_and_score_completions` hands
    the gathered rollouts to `_meta_experience_phase`: contrastive pairs, analysis by the policy, replay with the
-   analysis in context, verdicts (`melrl.method`), on the engine that made the rollouts.
+   analysis in context (every analysis under the paper's `experience_filter: replay`), verdicts (`melrl.method`),
+   on the engine that made the rollouts.
 3. **Advantages.** For `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` TRL's advantages are
    replaced by `melrl.method.algorithms.compute_advantages` on the global batch; `rft` trains with its own loss.
 4. **The NLL term.** `_compute_loss` adds `mel_coef` x the mean NLL of the kept meta-experiences (paper Eq. 7),
@@ -35,7 +36,7 @@ from melrl.method.algorithms import (
     token_log_probs,
 )
 from melrl.method.experience import select_pairs
-from melrl.method.meta_phase import MetaExperienceJob, build_jobs, judge_analysis
+from melrl.method.meta_phase import MetaExperienceJob, build_jobs, is_replay_candidate, judge_analysis
 from melrl.method.prompts import ANSWER_FORMAT, render
 from melrl.training.config import MELConfig
 from melrl.training.rewards import make_accuracy_reward
@@ -187,7 +188,8 @@ class MELTrainer(GRPOTrainer):
             return []
         with self.stats.timed("analysis"):
             jobs = build_jobs(pairs, rollouts.problems, rollouts.golds, rollouts.ids, rollouts.completion_ids,
-                              self.processing_class, args.analysis_max_prompt_length)
+                              self.processing_class, args.analysis_max_prompt_length,
+                              analysis_prompt=args.analysis_prompt)
             analyses = self._generate_distributed([job.analysis_prompt_ids for job in jobs],
                                                   args.analysis_max_new_tokens)
             for job, generated in zip(jobs, analyses, strict=True):
@@ -200,7 +202,7 @@ class MELTrainer(GRPOTrainer):
             leaked=sum(bool(j.leaks) for j in jobs), analysis_tokens=sum(len(j.analysis_ids) for j in jobs),
             analysis_prompt_tokens=sum(len(j.analysis_prompt_ids) for j in jobs),
         )
-        candidates = [job for job in jobs if job.parsed and not job.leaks]
+        candidates = [job for job in jobs if is_replay_candidate(job, args.experience_filter)]
         with self.stats.timed("replay"):
             self._replay(candidates)
         kept = [job for job in jobs if job.kept]
