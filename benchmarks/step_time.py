@@ -96,7 +96,7 @@ def train_and_summarise(spec: dict, work: Path) -> dict:
     settings = dict(
         output_dir=str(work / "run"), max_steps=spec["steps"], meta_experience=spec["meta_experience"],
         prompt_template="short", temperature=0.7, learning_rate=1e-5, use_cpu=True, bf16=False,
-        activation_checkpointing=True, report_to="none", save_strategy="no",
+        gradient_checkpointing=True, report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, seed=0, **SETTINGS[spec["setting"]],
     )
     config = MELConfig(**settings | spec.get("overrides", {}))

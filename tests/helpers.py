@@ -21,3 +21,10 @@ def free_port() -> int:
 def without_times(lines: list[dict]) -> list[dict]:
     """Run-file lines without their `time_*` fields, which differ between otherwise equal runs."""
     return [{k: v for k, v in line.items() if not k.startswith("time_")} for line in lines]
+
+
+def max_difference(one: dict, two: dict) -> float:
+    """Largest difference between the weight samples of two runs, over every tensor both hold."""
+    common = one["samples"].keys() & two["samples"].keys()
+    assert len(common) >= len(one["samples"]) - 1  # all but, at most, a tied copy
+    return max(abs(x - y) for name in common for x, y in zip(one["samples"][name], two["samples"][name], strict=True))

@@ -1,14 +1,17 @@
-"""A MEL run on the tiny model for 1 or N processes (under `accelerate launch`), driven by test_distributed.
+"""A MEL run on the tiny model for 1 or N processes (under `accelerate launch`), driven by the distributed tests.
 
 Generation is replaced by a deterministic stand-in that depends only on a rollout's prompt and its global row,
-so a 1-process and a 2-process run see the same rollouts, analyses and replays for the same global batch.
-Each rank writes `rank{R}.json`: its generate-call count, NLL forward count, losses and a parameter checksum.
+so a 1-process and a 2-process run see the same rollouts, analyses and replays for the same global batch; every
+analysis is judged parsed and the replays verify for every other text, so meta-experiences are kept.
+Each rank writes `rank{R}.json`: its generate-call count, NLL forward count, losses, the advantages of its rows
+keyed by global row, and the final weights (gathered under ZeRO-3 and FSDP) as a checksum, a sample of each tensor
+and their largest change from the initial weights.
 
-Each rank also writes the advantages of its rows, keyed by the global row, for every generation batch.
-
-Usage: python -m tests.mp_run MODEL_DIR OUTPUT_DIR GLOBAL_BATCH [ALGORITHM]
+Usage: python -m tests.mp_run MODEL_DIR OUTPUT_DIR GLOBAL_BATCH [--algorithm A] [--lora] [--checkpointing]
+       [--nan-at-step N] [--max-steps N]
 """
 
+import argparse
 import hashlib
 import json
 import os
@@ -18,8 +21,9 @@ from pathlib import Path
 import torch
 
 import melrl.training.trainer as trainer_module
+from melrl.training.config import RunArguments
 from melrl.training.trainer import MELTrainer
-from tests.test_trainer import fake_judge, make_trainer
+from tests.test_trainer import fake_judge, make_config, make_dataset, parity_accuracy
 
 
 def fake_tokens(key: list[int], length: int, vocab: int) -> list[int]:
@@ -27,10 +31,21 @@ def fake_tokens(key: list[int], length: int, vocab: int) -> list[int]:
     return [100 + digest[i % len(digest)] * (i + 1) % (vocab - 200) for i in range(length)]
 
 
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model_dir")
+    parser.add_argument("output_dir")
+    parser.add_argument("global_batch", type=int)
+    parser.add_argument("--algorithm", default="grpo")
+    parser.add_argument("--lora", action="store_true")
+    parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--nan-at-step", type=int, default=0, help="make the loss of this optimizer step NaN")
+    parser.add_argument("--max-steps", type=int, default=3)
+    return parser.parse_args(argv)
+
+
 def main(argv=None) -> int:
-    args = argv or sys.argv[1:]
-    model_dir, output_dir, global_batch = args[:3]
-    algorithm = args[3] if len(args) > 3 else "grpo"
+    args = parse(argv if argv is not None else sys.argv[1:])
     torch.set_num_threads(1)
     trainer_module.judge_analysis = fake_judge
     trainer_module.verify_batch = lambda texts, golds, **kw: [len(t) % 2 == 0 for t in texts]
@@ -67,29 +82,47 @@ def main(argv=None) -> int:
         return output
 
     MELTrainer._generate_and_score_completions = recording_advantages
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by the launcher
-    trainer = make_trainer(
-        model_dir, Path(output_dir).parent, output_dir=output_dir, max_steps=3, learning_rate=1e-2,
-        per_device_train_batch_size=int(global_batch) // world, max_pairs_per_prompt=2, loss_type="grpo",
-        shuffle_dataset=False, algorithm=algorithm,
-    )
     losses = []
     original_loss = MELTrainer._compute_loss
 
     def recording_loss(self, model, inputs):
         loss = original_loss(self, model, inputs)
+        if args.nan_at_step and self.state.global_step + 1 == args.nan_at_step:
+            loss = loss * float("nan")
         losses.append(loss.item())
         return loss
 
     MELTrainer._compute_loss = recording_loss
+
+    from melrl.models import load_model_and_tokenizer
+
+    # loaded before the config exists, as `melrl train` does: DeepSpeed's ZeRO-3 init does not partition it
+    model, tokenizer = load_model_and_tokenizer(args.model_dir)
+    initial = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by the launcher
+    config = make_config(
+        Path(args.output_dir).parent, output_dir=args.output_dir, max_steps=args.max_steps, learning_rate=1e-2,
+        per_device_train_batch_size=args.global_batch // world, max_pairs_per_prompt=2, loss_type="grpo",
+        shuffle_dataset=False, algorithm=args.algorithm, gradient_checkpointing=args.checkpointing,
+    )
+    peft_config = RunArguments(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0).peft_config() \
+        if args.lora else None
+    trainer = MELTrainer(model=model, reward_funcs=[parity_accuracy], args=config, train_dataset=make_dataset(),
+                         processing_class=tokenizer, peft_config=peft_config)
     trainer.train()
-    params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathered under ZeRO-3 and FSDP
     rank = trainer.accelerator.process_index
-    Path(output_dir, f"rank{rank}.json").write_text(json.dumps({
-        **counts, "losses": losses, "advantages": advantages, "param_sum": params.double().sum().item(),
-        "param_hash": hashlib.sha256(params.numpy().tobytes()).hexdigest(), "params": params[:64].tolist(),
-    }))
+    record = {**counts, "losses": losses, "advantages": advantages}
+    if state:
+        names = [name for name in sorted(state) if state[name].numel()]  # ZeRO-3 gathers a tied copy empty
+        params = torch.cat([state[name].detach().float().flatten().cpu() for name in names])
+        record |= {"param_sum": params.double().sum().item(),
+                   "param_hash": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
+                   "samples": {name: state[name].detach().float().flatten()[::97][:64].tolist() for name in names},
+                   "lora_params": sum(state[name].numel() for name in names if "lora_" in name),
+                   "max_change": max((float((state[n].float().cpu() - initial[n].float()).abs().max())
+                                      for n in names if n in initial), default=None)}
+    Path(args.output_dir, f"rank{rank}.json").write_text(json.dumps(record))
     return 0
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from melrl.cli import preset_path
 from melrl.jsonl import read_jsonl
-from tests.helpers import free_port, without_times
+from tests.helpers import free_port, max_difference, without_times
 
 ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 8
@@ -30,12 +30,12 @@ def runs(request, tiny_model_dir, tmp_path_factory):
     algorithm = request.param
     base = tmp_path_factory.mktemp(f"distributed-{algorithm}")
     single = launch([sys.executable, "-m", "tests.mp_run", tiny_model_dir, base / "one" / "run", GLOBAL_BATCH,
-                     algorithm], base / "one" / "run")
+                     "--algorithm", algorithm], base / "one" / "run")
     accelerate_config = preset_path("accelerate/cpu_2proc.yaml")
     double = launch(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
          "--main_process_port", str(free_port()), "-m", "tests.mp_run", tiny_model_dir, str(base / "two" / "run"),
-         str(GLOBAL_BATCH), algorithm],
+         str(GLOBAL_BATCH), "--algorithm", algorithm],
         base / "two" / "run",
     )
     return single, double
@@ -47,7 +47,10 @@ def ranks(run_dir):
 
 def test_run_files_match_one_process(runs):
     single, double = runs
-    assert without_times(read_jsonl(double / "metrics.jsonl")) == without_times(read_jsonl(single / "metrics.jsonl"))
+    one, two = without_times(read_jsonl(single / "metrics.jsonl")), without_times(read_jsonl(double / "metrics.jsonl"))
+    # the NLL of a row computed alone or beside a padded one differs in the last bits
+    assert [line.pop("nll") for line in two] == pytest.approx([line.pop("nll") for line in one], rel=1e-6)
+    assert two == one
     assert read_jsonl(double / "experiences.jsonl") == read_jsonl(single / "experiences.jsonl")
     metrics = read_jsonl(single / "metrics.jsonl")
     assert sum(m["pairs"] for m in metrics) > 0 and sum(m["kept"] for m in metrics) > 0
@@ -79,8 +82,7 @@ def test_loss_and_parameters_match_one_process(runs):
     # the backward pass averages ranks, so the mean of the ranks' losses is the one-process loss
     for loss, a, b in zip(one["losses"], rank0["losses"], rank1["losses"]):
         assert (a + b) / 2 == pytest.approx(loss, abs=1e-4)
-    assert one["param_sum"] == pytest.approx(rank0["param_sum"], rel=1e-6)
-    assert max(abs(x - y) for x, y in zip(one["params"], rank0["params"])) < 1e-5
+    assert max_difference(one, rank0) < 1e-5
 
 
 ACCELERATE_CONFIGS = sorted(p.name for p in preset_path("accelerate/cpu_2proc.yaml").parent.glob("*.yaml"))

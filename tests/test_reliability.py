@@ -101,11 +101,12 @@ def test_checkpoints_are_marked_complete_and_rotation_keeps_the_best(tiny_model_
                 state.best_model_checkpoint = str(tmp_path / "run" / "checkpoint-1")
 
     trainer = make_trainer(tiny_model_dir, tmp_path, max_steps=3, save_strategy="steps", save_steps=1,
-                           save_total_limit=1, meta_experience=False)
+                           save_total_limit=2, meta_experience=False)
     trainer.add_callback(FirstIsBest())
     trainer.train()
     run = tmp_path / "run"
-    assert [p.name for p in complete_checkpoints(run)] == ["checkpoint-1", "checkpoint-3"]  # the best and the last
+    # two kept: the best and the last (rotation without the best would have kept checkpoints 2 and 3)
+    assert [p.name for p in complete_checkpoints(run)] == ["checkpoint-1", "checkpoint-3"]
     marker = json.loads((run / "checkpoint-3" / COMPLETE_MARKER).read_text())
     assert marker == {"global_step": 3}
 

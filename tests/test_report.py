@@ -76,7 +76,7 @@ def train(model_dir, output_dir, **overrides):
     values = dict(
         output_dir=str(output_dir), per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
         analysis_max_new_tokens=12, analysis_max_prompt_length=1024, max_steps=2, use_cpu=True, bf16=False,
-        activation_checkpointing=False, report_to="none", logging_steps=1, save_strategy="no",
+        gradient_checkpointing=False, report_to="none", logging_steps=1, save_strategy="no",
         learning_rate=1e-3, seed=0, disable_tqdm=True,
     )
     values.update(overrides)

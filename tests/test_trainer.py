@@ -27,7 +27,7 @@ def make_config(tmp_path, **overrides):
         max_steps=2,
         use_cpu=True,
         bf16=False,
-        activation_checkpointing=False,
+        gradient_checkpointing=False,
         report_to="none",
         logging_steps=1,
         save_strategy="no",

@@ -257,12 +257,9 @@ def _entry_html(record: dict, run: Run, run_index: int, index: int, max_chars: i
         _pre(record.get("correct_solution"), max_chars, "solution correct"),
         "</div></div>",
     ]
+    status = "parsed" if record.get("parsed") else f"not parsed: {record.get('parse_error') or 'unknown reason'}"
     if record.get("truncated"):
-        status = "truncated: hit its token budget, not parsed"
-    elif record.get("parsed"):
-        status = "parsed"
-    else:
-        status = f"not parsed: {record.get('parse_error') or 'unknown reason'}"
+        status = f"truncated: hit its token budget; {status}"
     out += [f'<h4>Analysis <span class="status">({esc(status)})</span></h4>',
             _pre(record.get("analysis"), max_chars, "analysis")]
     parts = record.get("parts")
@@ -301,8 +298,8 @@ def _entry_html(record: dict, run: Run, run_index: int, index: int, max_chars: i
         if len(replays) > MAX_REPLAYS_SHOWN:
             out.append(f'<p class="note">{len(replays) - MAX_REPLAYS_SHOWN} more replays not shown.</p>')
     else:
-        out.append('<p class="replays-none"><b>Replay:</b> not replayed (only parsed meta-experiences without '
-                   "leaks are replayed)</p>")
+        out.append('<p class="replays-none"><b>Replay:</b> not replayed (it leaked, was empty, or the run\'s '
+                   "experience_filter admits only parsed, untruncated analyses)</p>")
     out.append("</div></details>")
     return "".join(out)
 

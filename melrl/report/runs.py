@@ -26,9 +26,9 @@ PHASES = ("rollout", "scoring", "analysis", "replay", "update")
 # One label per meta-experience, in the order they are checked (the first that applies).
 VERDICTS = ("kept", "truncated", "rejected-parse", "leaked", "replay-failed")
 VERDICT_HELP = {
-    "kept": "parsed, no leak, replay verified: internalized",
-    "truncated": "the analysis hit its token budget",
-    "rejected-parse": "the analysis lacks a required part",
+    "kept": "replay verified: internalized",
+    "truncated": "the analysis hit its token budget and was not replayed (experience_filter: format)",
+    "rejected-parse": "the analysis lacks a required part (or is empty) and was not replayed",
     "leaked": "heuristics or summary quote the answer or the problem's distinctive numbers",
     "replay-failed": "the replay with the meta-experience in context did not verify",
 }
@@ -38,13 +38,13 @@ def verdict(record: dict) -> str:
     """The fate of one meta-experience: one of `VERDICTS`."""
     if record.get("kept"):
         return "kept"
-    if record.get("truncated"):
-        return "truncated"
-    if not record.get("parsed"):
-        return "rejected-parse"
     if record.get("leaked") or record.get("leaks"):
         return "leaked"
-    return "replay-failed"
+    if record.get("replayed", bool(record.get("replay"))):
+        return "replay-failed"
+    if record.get("truncated"):
+        return "truncated"
+    return "rejected-parse"
 
 
 def first_heuristic(record: dict) -> str:

@@ -10,8 +10,8 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited unchanged):
 3. **Advantages.** For `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` TRL's advantages are
    replaced by `melrl.method.algorithms.compute_advantages` on the global batch; `rft` trains with its own loss.
 4. **The NLL term.** `_compute_loss` adds `mel_coef` x the mean NLL of the kept meta-experiences (paper Eq. 7),
-   each conditioned on its analysis prompt [I, x, y+, y-]; with one process or DDP it takes its own backward
-   pass first, so that the micro-step's memory peak stays that of a plain update.
+   each conditioned on its analysis prompt [I, x, y+, y-]. It takes its own backward pass first (but under LOMO
+   and ZeRO-1/2), so that the micro-step's memory peak stays that of a plain update.
 
 Run files (`metrics.jsonl`, `experiences.jsonl`, checkpoint markers) are written by the callbacks of
 `melrl.training.run_files`. A step whose loss is not finite on any process is skipped (`training_step`).
@@ -47,9 +47,6 @@ logger = logging.getLogger("melrl.trainer")
 
 # Keys under which a rollout's row of the batch carries what `_calculate_rewards` saw.
 REWARDS_KEY, COMPLETION_KEY = "melrl_rewards", "melrl_completion_ids"
-# DeepSpeed and FSDP reduce gradients in every backward call and LOMO steps in it: there the NLL joins the
-# update's backward pass instead of taking its own.
-OWN_NLL_BACKWARD = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
 
 @dataclass
@@ -296,11 +293,12 @@ class MELTrainer(GRPOTrainer):
         batch = self._nll_batches.get(self._step % self.args.steps_per_generation) if self.model.training else None
         own_backward = batch is not None and self._own_nll_backward()
         if own_backward:
-            # Backward before the update's graph is built: one backward over both graphs would hold a second
-            # full set of parameter gradients until both branches reach each parameter.
-            with self.accelerator.no_sync(model), self.stats.timed("nll"):
+            # Backward before the update's graph is built: one backward over both graphs would hold a second full
+            # set of parameter gradients until both branches reach each parameter, and under reentrant activation
+            # checkpointing (ZeRO-3) would fire a layer's gradient hooks twice.
+            with self.stats.timed("nll"):
                 mel_loss = self._mel_loss(model, batch)
-                self.accelerator.backward(mel_loss)
+                self._nll_backward(model, mel_loss)
             mel_loss = mel_loss.detach()
         if self.args.algorithm == "rft" and "rft_correct" in inputs:
             loss = self._rft_loss(model, inputs)
@@ -311,9 +309,26 @@ class MELTrainer(GRPOTrainer):
         return loss + (mel_loss if own_backward else self._mel_loss(model, batch))
 
     def _own_nll_backward(self) -> bool:
-        """Whether the NLL takes its own backward pass (one process, or DDP under `no_sync`)."""
-        return (self.accelerator.distributed_type in OWN_NLL_BACKWARD
-                and self.args.optim not in (OptimizerNames.LOMO, OptimizerNames.ADALOMO))
+        """Whether the NLL takes its own backward pass: not under LOMO, which steps inside backward, nor under
+        ZeRO-1/2, whose gradient partitions take one backward pass per micro-step."""
+        if self.args.optim in (OptimizerNames.LOMO, OptimizerNames.ADALOMO):
+            return False
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        return self.accelerator.distributed_type != DistributedType.DEEPSPEED or plugin.zero_stage == 3
+
+    def _nll_backward(self, model, loss: torch.Tensor) -> None:
+        """The NLL's own backward pass. Its gradients are reduced with the update's under DDP and ZeRO-3 (not an
+        accumulation boundary, so DeepSpeed does not step); FSDP reduce-scatters them at once, as it keeps no
+        unsharded gradients between passes."""
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            engine = self.accelerator.deepspeed_engine_wrapped.engine
+            engine.set_gradient_accumulation_boundary(False)
+            engine.backward(loss, scale_wrt_gas=False)  # as the Trainer's backward: the loss is scaled already
+        elif self.accelerator.distributed_type == DistributedType.FSDP:
+            self.accelerator.backward(loss)
+        else:
+            with self.accelerator.no_sync(model):
+                self.accelerator.backward(loss)
 
     def _mel_loss(self, model, batch: dict) -> torch.Tensor:
         """`mel_coef` x the NLL of this micro-step's meta-experiences, scaled so that the micro-steps of all
@@ -364,8 +379,9 @@ class MELTrainer(GRPOTrainer):
                            self.state.global_step + 1, loss.item())
             self._skip_update = True
             self.stats.add(skipped_update=1)
-        if self._skip_update:
-            # With every gradient None the optimizer leaves every parameter as it is.
+        if self._skip_update and self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            # With every gradient None the optimizer leaves every parameter as it is. DeepSpeed skips a step whose
+            # gradients are not finite itself (and may have stepped inside this backward already).
             model.zero_grad(set_to_none=True)
             if self.optimizer is not None:
                 self.optimizer.zero_grad(set_to_none=True)

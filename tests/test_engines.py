@@ -1,0 +1,86 @@
+"""DeepSpeed ZeRO-2, ZeRO-3 and FSDP2 with MEL on 2 CPU processes, against one process on the same global batch.
+
+DeepSpeed runs on its CPU accelerator (`DS_ACCELERATOR=cpu`, installed with `DS_BUILD_OPS=0`), FSDP2 through
+accelerate with `use_cpu: true`; both communicate over gloo. Every run keeps meta-experiences (`tests/mp_run.py`),
+so the NLL's own backward pass runs under each engine.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import free_port, max_difference
+
+pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (make setup installs it with the dev extra)")
+
+ROOT = Path(__file__).resolve().parents[1]
+GLOBAL_BATCH = 8
+BASE = {"compute_environment": "LOCAL_MACHINE", "machine_rank": 0, "main_training_function": "main",
+        "mixed_precision": "no", "num_machines": 1, "num_processes": 2, "rdzv_backend": "static",
+        "same_network": True, "use_cpu": True}
+ENGINES = {
+    "zero2": {"distributed_type": "DEEPSPEED", "deepspeed_config": {
+        "zero_stage": 2, "offload_optimizer_device": "none", "offload_param_device": "none",
+        "zero3_init_flag": False}},
+    "zero3": {"distributed_type": "DEEPSPEED", "deepspeed_config": {
+        "zero_stage": 3, "offload_optimizer_device": "none", "offload_param_device": "none",
+        "zero3_init_flag": False, "zero3_save_16bit_model": True}},
+    "fsdp": {"distributed_type": "FSDP", "fsdp_config": {
+        "fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "fsdp_cpu_ram_efficient_loading": False,
+        "fsdp_offload_params": False, "fsdp_reshard_after_forward": True, "fsdp_state_dict_type": "FULL_STATE_DICT"}},
+}
+
+
+def run(model_dir, out: Path, engine: str | None, *options: str) -> dict:
+    """rank0.json of an mp_run on one process (engine None) or two under `engine`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    command = [sys.executable, "-m", "tests.mp_run", model_dir, str(out / "run"), str(GLOBAL_BATCH), *options]
+    if engine is not None:
+        config = out / "accelerate.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(yaml.safe_dump({**BASE, **ENGINES[engine]}))
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                   "--main_process_port", str(free_port()), *command[1:]]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads((out / "run" / "rank0.json").read_text())
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_model_dir, tmp_path_factory):
+    return run(tiny_model_dir, tmp_path_factory.mktemp("one"), None)
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_final_weights_equal_one_process(engine, one_process, tiny_model_dir, tmp_path):
+    two = run(tiny_model_dir, tmp_path, engine)
+    assert sum(m["kept"] for m in metrics(tmp_path)) > 0 and two["nll_forward"] >= 1
+    assert one_process["max_change"] > 1e-3  # the runs trained
+    assert max_difference(one_process, two) < 1e-5
+
+
+# TRL makes checkpointing reentrant for LoRA under ZeRO-3, where one backward over the NLL's and the update's graphs
+# would fire each layer's gradient hooks twice; under ZeRO-2 the NLL joins the update's backward
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_lora_with_activation_checkpointing(engine, tiny_model_dir, tmp_path):
+    two = run(tiny_model_dir, tmp_path, engine, "--lora", "--checkpointing")
+    assert two["lora_params"] > 0
+    assert [m["nll"] is not None for m in metrics(tmp_path)] == [m["kept"] > 0 for m in metrics(tmp_path)]
+    assert any(m["kept"] for m in metrics(tmp_path))
+
+
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_a_non_finite_step_is_skipped_under_deepspeed(engine, tiny_model_dir, tmp_path):
+    two = run(tiny_model_dir, tmp_path, engine, "--nan-at-step", "1", "--max-steps", "1")
+    assert two["max_change"] == 0.0
+    (line,) = metrics(tmp_path)
+    assert line["skipped_update"] is True
