@@ -43,7 +43,7 @@ def test_mel_overrides_take_the_same_arguments():
 
 
 def test_vllm_generation_has_a_completion_budget():
-    # `_generation_budget` sets it around the analysis and replay calls on the vLLM path
+    # `melrl.training.generation.generation_budget` sets it around the analysis and replay calls on the vLLM path
     assert "max_completion_length" in inspect.signature(VLLMGeneration.__init__).parameters
     assert "self.max_completion_length = max_completion_length" in inspect.getsource(VLLMGeneration.__init__)
 

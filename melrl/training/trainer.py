@@ -20,8 +20,6 @@ Run files (`metrics.jsonl`, `experiences.jsonl`, checkpoint markers) are written
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from accelerate.utils import DistributedType, gather_object
@@ -39,6 +37,7 @@ from melrl.method.experience import select_pairs
 from melrl.method.meta_phase import MetaExperienceJob, build_jobs, is_replay_candidate, judge_analysis
 from melrl.method.prompts import ANSWER_FORMAT, render
 from melrl.training.config import MELConfig
+from melrl.training.generation import Rollouts, generate_distributed
 from melrl.training.rewards import make_accuracy_reward
 from melrl.training.run_files import CheckpointMarkerCallback, RunFilesCallback
 from melrl.verify.verifier import verify_batch
@@ -47,18 +46,6 @@ logger = logging.getLogger("melrl.trainer")
 
 # Keys under which a rollout's row of the batch carries what `_calculate_rewards` saw.
 REWARDS_KEY, COMPLETION_KEY = "melrl_rewards", "melrl_completion_ids"
-
-
-@dataclass
-class Rollouts:
-    """One generation batch, gathered over processes: G consecutive rows per prompt."""
-
-    problems: list[str]
-    golds: list[str]
-    ids: list[str]
-    completion_ids: list[list[int]]
-    rewards: torch.Tensor  # (B, reward functions)
-    correct: list[bool]
 
 
 class MELTrainer(GRPOTrainer):
@@ -187,7 +174,7 @@ class MELTrainer(GRPOTrainer):
             jobs = build_jobs(pairs, rollouts.problems, rollouts.golds, rollouts.ids, rollouts.completion_ids,
                               self.processing_class, args.analysis_max_prompt_length,
                               analysis_prompt=args.analysis_prompt)
-            analyses = self._generate_distributed([job.analysis_prompt_ids for job in jobs],
+            analyses = generate_distributed(self, [job.analysis_prompt_ids for job in jobs],
                                                   args.analysis_max_new_tokens)
             for job, generated in zip(jobs, analyses, strict=True):
                 job.analysis_ids = generated
@@ -216,7 +203,7 @@ class MELTrainer(GRPOTrainer):
         prompts = [render(self.processing_class, job.replay_prompt(self.args.prompt_template))
                    for job in candidates for _ in range(samples)]
         prompt_ids, _, _ = self._tokenize_prompts(prompts)
-        generated = self._generate_distributed(list(prompt_ids), self.args.replay_budget)
+        generated = generate_distributed(self, list(prompt_ids), self.args.replay_budget)
         texts = self.processing_class.batch_decode(generated, skip_special_tokens=True)
         golds = [job.gold for job in candidates for _ in range(samples)]
         verdicts = verify_batch(texts, golds, answer_format=self._answer_format, timeout=self.args.verifier_timeout)
@@ -224,43 +211,6 @@ class MELTrainer(GRPOTrainer):
         for i, job in enumerate(candidates):
             chunk = slice(i * samples, (i + 1) * samples)
             job.set_replays(texts[chunk], verdicts[chunk], self._answer_format, self.args.replay_threshold)
-
-    def _generate_distributed(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        """One completion per prompt, the prompts spread over the processes; every process gets all results.
-
-        Every process makes exactly one generate call with the same number of prompts (padded with a copy of a real
-        prompt), so that vLLM server mode, ZeRO-3 and FSDP stay in step.
-        """
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        mine = list(range(rank, len(prompt_ids), world))
-        local = [prompt_ids[i] for i in mine] + [prompt_ids[0]] * (-(-len(prompt_ids) // world) - len(mine))
-        with self._generation_budget(max_new_tokens):
-            completions, _ = self._generate_single_turn(local, None, {}, 1)
-        results: list[list[int]] = [[] for _ in prompt_ids]
-        for i, ids in gather_object([(i, list(c)) for i, c in zip(mine, completions)]):
-            results[i] = ids
-        return results
-
-    @contextmanager
-    def _generation_budget(self, max_new_tokens: int):
-        """Give one generate call its own token budget on whichever engine makes the rollouts."""
-        targets = [(self.generation_config, "max_new_tokens")]
-        if self.use_vllm:
-            targets.append((self.vllm_generation, "max_completion_length"))
-        saved = [(target, name, getattr(target, name)) for target, name in targets if target is not None]
-        kwargs = self.generation_kwargs if isinstance(getattr(self, "generation_kwargs", None), dict) else {}
-        saved_kwarg = kwargs.get("max_new_tokens")
-        try:
-            for target, name, _ in saved:
-                setattr(target, name, max_new_tokens)
-            if kwargs:
-                kwargs["max_new_tokens"] = max_new_tokens
-            yield
-        finally:
-            for target, name, value in saved:
-                setattr(target, name, value)
-            if kwargs:
-                kwargs["max_new_tokens"] = saved_kwarg
 
     # ---------------------------------------------------------------- 4. the NLL term
 
