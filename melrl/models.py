@@ -122,9 +122,35 @@ def load_model_and_tokenizer(name: str, *, dtype: str | None = None, device: str
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model.generation_config.eos_token_id = stop_token_ids(model, tokenizer)
     if device:
         model.to(device)
     return model, tokenizer
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The special token that closes an assistant turn in the tokenizer's chat template (Qwen's `<|im_end|>`,
+    Llama 3's `<|eot_id|>`), as a list of at most one id; empty without a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    marker = "melrl-end-of-turn-probe"
+    conversation = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    if marker not in text:
+        return []
+    after = tokenizer(text[text.rindex(marker) + len(marker):], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    return [token for token in after if token in special][:1]
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Where generation stops: the model's configured end tokens, the tokenizer's end-of-sequence token and the
+    chat template's end of turn. A base model's files name `<|endoftext|>`, but prompted through a chat template
+    it closes its answer with the template's end of turn."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    ids += [tokenizer.eos_token_id, *end_of_turn_ids(tokenizer)]
+    return sorted({token for token in ids if token is not None})
 
 
 def build_tiny_model(
@@ -135,11 +161,13 @@ def build_tiny_model(
     hidden_size: int = 64,
     seed: int = 0,
 ) -> Path:
-    """Save a random-weight Llama (2 layers, hidden 64 by default) with a real tokenizer, for tests."""
+    """Save a random-weight Llama (2 layers, hidden 64 by default) with a real tokenizer, for tests.
+    `tokenizer_source`: a model name `resolve_model` accepts, or a folder holding tokenizer files only."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer_source))
+    source = tokenizer_source if (Path(tokenizer_source) / "tokenizer.json").exists() else resolve_model(tokenizer_source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from melrl import models
-from melrl.models import cache_dir, ensure_embedded, load_model_and_tokenizer, resolve_model
+from melrl.data import default_data_dir
+from melrl.models import cache_dir, end_of_turn_ids, ensure_embedded, load_model_and_tokenizer, resolve_model
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -54,3 +55,44 @@ def test_embedded_model_converts_once_then_loads_from_the_cache(monkeypatch, tmp
         out = model.generate(**encoded, max_new_tokens=12, do_sample=False)
     text = tokenizer.decode(out[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in text
+
+
+QWEN3_TOKENIZER = default_data_dir() / "tokenizers" / "qwen3"
+needs_qwen3 = pytest.mark.skipif(not (QWEN3_TOKENIZER / "tokenizer.json").exists(),
+                                 reason=f"the Qwen3 tokenizer files are not in {QWEN3_TOKENIZER}")
+
+
+@needs_qwen3
+def test_the_chat_templates_end_of_turn_is_found():
+    from transformers import AutoTokenizer
+
+    qwen3 = AutoTokenizer.from_pretrained(QWEN3_TOKENIZER)
+    assert end_of_turn_ids(qwen3) == [qwen3.convert_tokens_to_ids("<|im_end|>")]
+    plain = AutoTokenizer.from_pretrained(QWEN3_TOKENIZER)
+    plain.chat_template = None
+    assert end_of_turn_ids(plain) == []
+
+
+@needs_qwen3
+def test_a_base_model_prompted_through_a_chat_template_stops_at_its_end_of_turn(tmp_path):
+    """A Qwen3 Base checkpoint names `<|endoftext|>` as its end token; rendered through the chat template, its
+    answers end with `<|im_end|>`: generation (rollouts, analyses, replays, evaluation) stops at both."""
+    import json
+
+    from tests.test_trainer import make_config, make_dataset, parity_accuracy
+    from melrl.training.trainer import MELTrainer
+
+    folder = models.build_tiny_model(tmp_path / "base", tokenizer_source=str(QWEN3_TOKENIZER))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": "<|endoftext|>"}))
+    model, tokenizer = load_model_and_tokenizer(str(folder))
+    end_of_text, end_of_turn = (tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>"))
+    assert tokenizer.eos_token_id == end_of_text
+    assert set(model.generation_config.eos_token_id) == {end_of_text, end_of_turn}
+    trainer = MELTrainer(model=model, reward_funcs=[parity_accuracy], args=make_config(tmp_path),
+                         train_dataset=make_dataset(), processing_class=tokenizer)
+    assert {end_of_text, end_of_turn} <= set(trainer.eos_token_ids)
+
+    from melrl.evaluation.backends import TransformersBackend
+
+    assert {end_of_text, end_of_turn} <= TransformersBackend(model, tokenizer).eos_ids

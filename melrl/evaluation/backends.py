@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from melrl.models import end_of_turn_ids
+
 
 TRANSFORMERS_BATCH_SIZE = 32  # sequences per generate call
 VLLM_BATCH_SIZE = 2048  # sequences handed to vLLM at once; it schedules them itself
@@ -150,13 +152,15 @@ class VLLMBackend:
 
         self.llm = LLM(model=model_path, seed=seed, dtype=dtype)
         self.tokenizer = self.llm.get_tokenizer()
+        self.stop_token_ids = [self.tokenizer.eos_token_id, *end_of_turn_ids(self.tokenizer)]
         self.batch_size = batch_size or VLLM_BATCH_SIZE
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         from vllm import SamplingParams
 
         params = [
-            SamplingParams(n=1, temperature=r.temperature, seed=r.seed, max_tokens=r.max_new_tokens)
+            SamplingParams(n=1, temperature=r.temperature, seed=r.seed, max_tokens=r.max_new_tokens,
+                           stop_token_ids=self.stop_token_ids)
             for r in requests
         ]
         outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)

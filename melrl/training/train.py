@@ -7,7 +7,7 @@ from pathlib import Path
 
 from melrl.training.config import MELConfig, RunArguments
 from melrl.data import load_records_with_report
-from melrl.models import load_model_and_tokenizer, resolve_model
+from melrl.models import load_model_and_tokenizer, resolve_model, stop_token_ids
 from melrl.method.prompts import render, solve_text
 from melrl.training.runs import checkpoint_step, resolve_checkpoint, rewind_run_files
 
@@ -72,7 +72,10 @@ def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
     model_path = resolve_model(run.model_name_or_path)
     if Path(model_path).is_dir():  # a hub model's config is checked when it loads
         check_model_budgets(model_path, config)
-    model, tokenizer = load_model_and_tokenizer(model_path, dtype=run.dtype)
+    model, tokenizer = load_model_and_tokenizer(model_path, dtype=run.dtype)  # stops at the chat template's end too
+    if config.use_vllm:  # vLLM reads the end tokens from the model's files: name the others
+        config.generation_kwargs = {**(config.generation_kwargs or {}),
+                                    "stop_token_ids": stop_token_ids(model, tokenizer)}
     dataset = build_train_dataset(records, tokenizer, config.prompt_template)
     trainer = MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=callbacks, peft_config=run.peft_config())
