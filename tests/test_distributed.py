@@ -112,6 +112,9 @@ def test_training_presets_make_whole_groups(name):
     if name.startswith("qwen3_"):  # the paper: 128 prompts per step, G = 8, T = 1.0, lr 1e-6
         assert rollouts == 128 * config["num_generations"] and config["num_generations"] == 8
         assert config["temperature"] == 1.0 and config["learning_rate"] == 1e-6 and config["use_vllm"]
+        # vLLM's context holds the longest generation (MELConfig refuses a budget that does not fit)
+        assert config["vllm_max_model_length"] >= (config["analysis_max_prompt_length"]
+                                                   + config["analysis_max_new_tokens"])
 
 
 def test_lora_trains_only_adapter_weights(tiny_model_dir, tmp_path, monkeypatch):

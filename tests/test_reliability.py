@@ -122,6 +122,11 @@ CPU = dict(use_cpu=True, bf16=False, report_to="none", output_dir="unused")
         ({"algorithm": "ppo"}, "algorithm"),
         ({"prompt_template": "nope"}, "prompt_template"),
         ({"replay_threshold": 0}, "replay_threshold"),
+        ({"use_vllm": True, "vllm_max_model_length": 5000, "analysis_max_prompt_length": 4096,
+          "analysis_max_new_tokens": 1024}, "analysis_max_prompt_length \\+ analysis_max_new_tokens = 5120"),
+        ({"use_vllm": True, "vllm_max_model_length": 1000, "max_completion_length": 2048}, "max_completion_length"),
+        ({"use_vllm": True, "vllm_max_model_length": 6000, "analysis_max_new_tokens": 2048,
+          "analysis_max_prompt_length": 1024, "max_completion_length": 4096}, "analysis_max_new_tokens \\+ replay budget"),
     ],
 )
 def test_impossible_settings_name_their_key(values, message):

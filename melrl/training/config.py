@@ -102,6 +102,22 @@ class MELConfig(GRPOConfig):
             raise ValueError("validation_steps is set but validation_benchmarks is empty: name the benchmarks")
         if self.analysis_max_new_tokens < 1 or self.analysis_max_prompt_length < 64:
             raise ValueError("analysis_max_new_tokens must be >= 1 and analysis_max_prompt_length >= 64")
+        self._check_vllm_context()
+
+    def _check_vllm_context(self) -> None:
+        """Every generation must fit vLLM's context: fail before any weights load, naming the budget."""
+        if not (self.use_vllm and self.vllm_max_model_length):
+            return
+        needs = {"max_completion_length": self.max_completion_length}
+        if self.meta_experience:
+            needs["analysis_max_prompt_length + analysis_max_new_tokens"] = (
+                self.analysis_max_prompt_length + self.analysis_max_new_tokens)
+            # a replay prompt holds the meta-experience before the question
+            needs["analysis_max_new_tokens + replay budget"] = self.analysis_max_new_tokens + self.replay_budget
+        for name, tokens in needs.items():
+            if tokens > self.vllm_max_model_length:
+                raise ValueError(f"{name} = {tokens} tokens does not fit vllm_max_model_length = "
+                                 f"{self.vllm_max_model_length}: raise vllm_max_model_length or lower the budget")
 
     @property
     def replay_budget(self) -> int:
