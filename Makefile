@@ -7,7 +7,7 @@ STAMP := $(VENV)/.melrl-installed
 export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test gpu-check clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# On a machine with a GPU: every GPU path on a tiny model, one line each (benchmarks/gpu_check.py)
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --tokenizer "$$($(BIN)/melrl prepare-model | tail -n 1)" \
+		--output benchmarks/results/gpu_check.json
 
 clean:
 	rm -rf $(VENV) runs

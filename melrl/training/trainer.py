@@ -246,8 +246,8 @@ class MELTrainer(GRPOTrainer):
             # Backward before the update's graph is built: one backward over both graphs would hold a second full
             # set of parameter gradients until both branches reach each parameter, and under reentrant activation
             # checkpointing (ZeRO-3) would fire a layer's gradient hooks twice.
+            mel_loss = self._mel_loss(model, batch)  # times its forward pass
             with self.stats.timed("nll"):
-                mel_loss = self._mel_loss(model, batch)
                 self._nll_backward(model, mel_loss)
             mel_loss = mel_loss.detach()
         if self.args.algorithm == "rft" and "rft_correct" in inputs:
