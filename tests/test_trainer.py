@@ -90,9 +90,9 @@ def loss_inputs(trainer):
     }
 
 
-def job(prompt_ids, analysis_ids):
+def job(prompt_ids, analysis_ids, group=0):
     j = MetaExperienceJob(
-        pair=Pair(0, 0, 1), problem_id="p0", problem="q", gold="1", correct_solution="a",
+        pair=Pair(group, 0, 1), problem_id=f"p{group}", problem="q", gold="1", correct_solution="a",
         incorrect_solution="b", analysis_prompt_ids=list(prompt_ids),
     )
     j.analysis_ids = list(analysis_ids)
@@ -146,6 +146,23 @@ def test_loss_adds_mel_coef_times_mean_nll(tiny_model_dir, tmp_path, temperature
     assert trainer.stats.counts["nll_count"] == 2
 
 
+def test_nll_averaged_per_prompt_as_eq_10(tiny_model_dir, tmp_path):
+    """Two kept meta-experiences of prompt 0 and one of prompt 1: Eq. 10 averages within each prompt, then over
+    prompts, (1/2) (n0 + n1) / 2 + (1/2) n2; `experience` takes (n0 + n1 + n2) / 3."""
+    kept = [job([5, 6, 7], [8, 9, 2], group=0), job([5, 6, 13], [14, 15, 2], group=0), job([5, 11], [16, 2], group=1)]
+    losses = {}
+    for average in ("prompt", "experience"):
+        trainer = make_trainer(tiny_model_dir, tmp_path / average, gradient_accumulation_steps=1, nll_average=average)
+        trainer.model.train()
+        trainer._assign_nll(kept)
+        inputs = loss_inputs(trainer)
+        losses[average] = (trainer._compute_loss(trainer.model, inputs)
+                           - GRPOTrainer._compute_loss(trainer, trainer.model, inputs)).item()
+    n0, n1, n2 = (mean_nll_by_hand(trainer.model, [j]) for j in kept)
+    assert losses["prompt"] == pytest.approx((n0 + n1) / 4 + n2 / 2, rel=1e-4)
+    assert losses["experience"] == pytest.approx((n0 + n1 + n2) / 3, rel=1e-4)
+
+
 def gradients_after_one_micro_step(trainer, inputs):
     trainer.model.zero_grad(set_to_none=True)
     loss = trainer._compute_loss(trainer.model, inputs)
@@ -196,12 +213,14 @@ def test_kept_meta_experiences_are_spread_over_processes_and_micro_steps(tiny_mo
     batches = trainer._nll_batches
     assert sorted(batches) == [0, 1]
     firsts = [batches[slot]["input_ids"][:, 3].tolist() for slot in (0, 1)]
+    kept = [batches[slot]["kept"].tolist() for slot in (0, 1)]
     weights = [batches[slot]["weight"].tolist() for slot in (0, 1)]
     if rank == 0:
-        assert (firsts, weights) == ([[8], [10]], [[1.0], [1.0]])
+        assert (firsts, kept) == ([[8], [10]], [[1.0], [1.0]])
     else:  # no meta-experience in micro-step 1: one zero-weight row, so that its passes match process 0's
-        assert (firsts, weights) == ([[9], [8]], [[1.0], [0.0]])
-    assert trainer._nll_total == 3
+        assert (firsts, kept) == ([[9], [8]], [[1.0], [0.0]])
+    # every kept meta-experience alike: 1/3 each, wherever it trains
+    assert [w for slot in (0, 1) for w in weights[slot]] == pytest.approx([1 / 3, 1 / 3] if rank == 0 else [1 / 3, 0])
 
 
 def test_nll_rows_mask_only_meta_experience_tokens(tiny_model_dir, tmp_path):

@@ -25,6 +25,25 @@ def sequence_mean_nll(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return -(token_logps * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B,)
 
 
+NLL_AVERAGES = ("experience", "prompt")
+
+
+def meta_experience_weights(prompts: list[int], average: str = "experience") -> list[float]:
+    """Weights of the kept meta-experiences in the internalization loss, summing to 1.
+
+    Args:
+        prompts: for each kept meta-experience, the prompt (group) it was built from.
+        average: `experience` (every kept meta-experience of the step alike: 1/N) or `prompt` (paper Eq. 10: the
+            mean over the prompt's kept meta-experiences, then over prompts: 1 / (P * n_p)).
+    """
+    if average not in NLL_AVERAGES:
+        raise ValueError(f"nll_average: {average!r} is not one of {NLL_AVERAGES}")
+    if average == "experience":
+        return [1.0 / len(prompts)] * len(prompts)
+    counts = {prompt: prompts.count(prompt) for prompt in prompts}
+    return [1.0 / (len(counts) * counts[prompt]) for prompt in prompts]
+
+
 def context_and_target_rows(
     contexts: list[list[int]], targets: list[list[int]], pad_id: int
 ) -> dict[str, torch.Tensor]:

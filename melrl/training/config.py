@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from melrl.method.algorithms import ADVANTAGE_METHODS
+from melrl.method.algorithms import ADVANTAGE_METHODS, NLL_AVERAGES
 from melrl.method.meta_phase import EXPERIENCE_FILTERS
 from melrl.method.prompts import ANALYSIS_TEMPLATES, SOLVE_TEMPLATES
 
@@ -26,6 +26,9 @@ class MELConfig(GRPOConfig):
         meta_experience (`bool`, defaults to `True`): run construction, replay validation and internalization.
             Off, the trainer is plain GRPO on the same batch.
         mel_coef (`float`, defaults to `1.0`): coefficient of the internalization NLL in the loss (paper: 1).
+        nll_average (`str`, defaults to `"experience"`): how the kept meta-experiences' NLLs are averaged:
+            `experience` (every kept meta-experience of the step alike) or `prompt` (paper Eq. 10: over each
+            prompt's kept meta-experiences, then over prompts).
         max_pairs_per_prompt (`int`, defaults to `2`): contrastive pairs analysed per prompt with both correct and
             incorrect rollouts. The paper leaves this open; 2 keeps the analysis cost near the rollout cost at G=8.
         pair_seed (`int` or `None`): seed of the pair choice; `None` uses `seed`.
@@ -57,6 +60,7 @@ class MELConfig(GRPOConfig):
     algorithm: str = field(default="grpo", metadata={"help": f"Base algorithm: one of {ADVANTAGE_METHODS}."})
     meta_experience: bool = field(default=True, metadata={"help": "Run the meta-experience loop."})
     mel_coef: float = field(default=1.0, metadata={"help": "Coefficient of the internalization NLL."})
+    nll_average: str = field(default="experience", metadata={"help": f"NLL average: one of {NLL_AVERAGES}."})
     max_pairs_per_prompt: int = field(default=2, metadata={"help": "Contrastive pairs per mixed prompt."})
     pair_seed: int | None = field(default=None, metadata={"help": "Seed of the pair choice (default: seed)."})
     analysis_prompt: str = field(
@@ -94,6 +98,8 @@ class MELConfig(GRPOConfig):
             raise ValueError("replay_samples must be >= 1")
         if not 0.0 < self.replay_threshold <= 1.0:
             raise ValueError("replay_threshold must be in (0, 1]")
+        if self.nll_average not in NLL_AVERAGES:
+            raise ValueError(f"nll_average: {self.nll_average!r} is not one of {NLL_AVERAGES}")
         if self.mel_coef < 0:
             raise ValueError("mel_coef must be >= 0")
         if self.validation_steps < 0 or self.validation_limit < 1:

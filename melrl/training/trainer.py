@@ -29,6 +29,7 @@ from trl import GRPOTrainer
 from melrl.method.algorithms import (
     compute_advantages,
     context_and_target_rows,
+    meta_experience_weights,
     rft_loss_sum,
     sequence_mean_nll,
     token_log_probs,
@@ -67,7 +68,6 @@ class MELTrainer(GRPOTrainer):
         self._check_columns(kwargs.get("train_dataset"))
         self._answer_format = ANSWER_FORMAT[args.prompt_template]
         self._nll_batches: dict[int, dict] = {}  # micro-step of the generation batch -> this process's NLL rows
-        self._nll_total = 0  # kept meta-experiences of the generation batch, over all processes
         self._skip_update = False
         self.run_files = RunFilesCallback(args.output_dir, self.accelerator, self._metrics["train"])
         self.add_callback(self.run_files)
@@ -222,9 +222,11 @@ class MELTrainer(GRPOTrainer):
         """Spread the kept meta-experiences over processes and the micro-steps of the generation batch. A process
         with none in a micro-step that another process uses gets one zero-weight row, so that every process runs
         the same forward and backward passes."""
-        self._nll_batches, self._nll_total = {}, len(kept)
+        self._nll_batches = {}
         if not kept or not self._internalizing:
             return
+        weights = dict(zip(map(id, kept), meta_experience_weights([j.pair.group for j in kept],
+                                                                      self.args.nll_average)))
         world, rank, slices = self.accelerator.num_processes, self.accelerator.process_index, \
             self.args.steps_per_generation
         used: dict[int, list[MetaExperienceJob]] = {}
@@ -236,7 +238,8 @@ class MELTrainer(GRPOTrainer):
             rows = jobs or kept[:1]
             batch = context_and_target_rows([j.analysis_prompt_ids for j in rows], [j.analysis_ids for j in rows],
                                             self._tokenizer.pad_token_id)
-            batch["weight"] = torch.full((len(rows),), 1.0 if jobs else 0.0)
+            batch["weight"] = torch.tensor([weights[id(j)] if jobs else 0.0 for j in rows])
+            batch["kept"] = torch.full((len(rows),), 1.0 if jobs else 0.0)
             self._nll_batches[slot] = {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
     def _compute_loss(self, model, inputs):
@@ -281,13 +284,14 @@ class MELTrainer(GRPOTrainer):
                 self.accelerator.backward(loss)
 
     def _mel_loss(self, model, batch: dict) -> torch.Tensor:
-        """`mel_coef` x the NLL of this micro-step's meta-experiences, scaled so that the micro-steps of all
-        processes add up to the mean over every kept meta-experience of the generation batch."""
+        """`mel_coef` x the weighted NLL of this micro-step's meta-experiences, scaled so that the micro-steps of
+        all processes add up to the weighted mean over the kept meta-experiences of the generation batch
+        (`nll_average`; the backward pass averages processes)."""
         with self.stats.timed("nll"):
             logps = self._target_log_probs(model, batch["input_ids"], batch["attention_mask"], batch["target_mask"])
-            nll = sequence_mean_nll(logps, batch["target_mask"]) * batch["weight"]  # (B,)
-        self.stats.add(nll_sum=nll.detach().sum().item(), nll_count=batch["weight"].sum().item())
-        return self.args.mel_coef * nll.sum() * self.accelerator.num_processes / self._nll_total
+            nll = sequence_mean_nll(logps, batch["target_mask"])  # (B,)
+        self.stats.add(nll_sum=(nll.detach() * batch["kept"]).sum().item(), nll_count=batch["kept"].sum().item())
+        return self.args.mel_coef * (nll * batch["weight"]).sum() * self.accelerator.num_processes
 
     def _target_log_probs(self, model, input_ids, attention_mask, target_mask) -> torch.Tensor:
         """(B, T) temperature-1 log-probabilities of the last T tokens of each row (T = target_mask's width).
