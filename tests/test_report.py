@@ -94,7 +94,7 @@ def runs(tiny_model_dir, tmp_path_factory):
         mp.setattr(trainer_module, "judge_analysis", judge)
         replay_verdicts = itertools.cycle([True, False])
         mp.setattr(trainer_module, "verify_batch", lambda texts, golds, **kw: [next(replay_verdicts) for _ in texts])
-        train(tiny_model_dir, root / "mel")
+        train(tiny_model_dir, root / "mel", experience_filter="format")  # rejections before replay too
         train(tiny_model_dir, root / "grpo", meta_experience=False,
               report_to="tensorboard" if _has_tensorboard() else "none")
     for name, base in (("mel", 0.30), ("grpo", 0.25)):

@@ -40,7 +40,7 @@ def verdict(record: dict) -> str:
         return "kept"
     if record.get("leaked") or record.get("leaks"):
         return "leaked"
-    if record.get("replayed", bool(record.get("replay"))):
+    if record.get("replayed", bool(record.get("replay") or record.get("replay_correct"))):
         return "replay-failed"
     if record.get("truncated"):
         return "truncated"
