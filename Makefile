@@ -26,7 +26,7 @@ demo: setup
 	$(BIN)/melrl demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # On a machine with a GPU: every GPU path on a tiny model, one line each (benchmarks/gpu_check.py)
 gpu-check: setup

@@ -40,7 +40,7 @@ def parse(argv):
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--checkpointing", action="store_true")
     parser.add_argument("--nan-at-step", type=int, default=0, help="make the loss of this optimizer step NaN")
-    parser.add_argument("--max-steps", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=2)
     return parser.parse_args(argv)
 
 
