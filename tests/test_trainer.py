@@ -23,7 +23,8 @@ def make_config(tmp_path, **overrides):
         num_generations=4,
         max_completion_length=12,
         analysis_max_new_tokens=10,
-        analysis_max_prompt_length=1536,  # the paper's analysis prompt is about 1030 tokens
+        analysis_max_prompt_length=768,
+        analysis_prompt="compact",  # half the paper prompt's tokens; the paper's is tested where named
         max_steps=2,
         use_cpu=True,
         bf16=False,
@@ -279,7 +280,9 @@ def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path,
         return original(self, prompt_ids, *args, **kwargs)
 
     monkeypatch.setattr(MELTrainer, "_generate_single_turn", counting)
-    trainer = make_trainer(tiny_model_dir, tmp_path, max_pairs_per_prompt=2, experience_filter=experience_filter)
+    # the paper's analysis prompt (about 1030 tokens) with room for both solutions
+    trainer = make_trainer(tiny_model_dir, tmp_path, max_pairs_per_prompt=2, experience_filter=experience_filter,
+                           analysis_prompt="paper", analysis_max_prompt_length=1536)
     trainer.train()
 
     run = tmp_path / "run"
