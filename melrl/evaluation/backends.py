@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from melrl.models import end_of_turn_ids
+from melrl.models import end_of_turn_ids, stop_token_ids
 
 
 TRANSFORMERS_BATCH_SIZE = 32  # sequences per generate call
@@ -133,10 +133,7 @@ class TransformersBackend:
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = set(configured if isinstance(configured, (list, tuple)) else [configured])
-    ids.add(tokenizer.eos_token_id)
-    ids.discard(None)
+    ids = set(stop_token_ids(model, tokenizer))
     if not ids:
         raise ValueError("neither the model's generation config nor the tokenizer names an end-of-sequence token")
     return ids
