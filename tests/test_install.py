@@ -17,7 +17,7 @@ UNREACHABLE = ("Could not find a version", "No matching distribution", "Failed t
 def test_base_install_and_gpu_extras_resolve_together(tmp_path):
     report = tmp_path / "report.json"
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-               "--report", str(report), f"{ROOT}[vllm,deepspeed,tensorboard]"]
+               "--report", str(report), f"{ROOT}[vllm,deepspeed,tensorboard,guidance]"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "DS_BUILD_OPS": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     if result.returncode != 0 and "ResolutionImpossible" not in result.stderr and any(
