@@ -93,5 +93,7 @@ def test_demo_on_the_embedded_model_writes_run_files(tmp_path, capsys):
     experiences = read_jsonl(tmp_path / "demo" / "experiences.jsonl")
     assert [m["step"] for m in metrics] == [1]
     assert len(experiences) >= 1 and sum(m["constructed"] for m in metrics) == len(experiences)
+    # the analysis budget holds the paper's prompt and both solutions
+    assert all(e["correct_solution"].strip() and e["incorrect_solution"].strip() for e in experiences)
     summary = capsys.readouterr().out
     assert "retention ratio" in summary and "Sample meta-experience" in summary

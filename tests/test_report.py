@@ -329,3 +329,26 @@ def test_subcommands_have_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse([command, "--help"])
     assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out.lower()
+
+
+def test_run_summary_prints_a_kept_meta_experience_whole(tmp_path):
+    from melrl.report.summary import run_summary
+
+    step = {"step": 1, "reward_mean": 0.5, "mixed_group_fraction": 0.5, "pairs": 2, "constructed": 2, "parsed": 0,
+            "leaked": 0, "kept": 1, "retention_ratio": 0.5, "nll": 1.25}
+    long_text = "Heuristic: " + "check each carry before adding the next column. " * 60 + "THE END"
+    base = {"step": 1, "problem_id": "p1", "problem": "What is 7 + 8?", "gold": "15", "parsed": False,
+            "parse_error": "no sections", "replayed": True}
+    experiences = [{**base, "analysis": "x" * 4000 + "CUT HERE", "kept": False, "replay_answer": ["14"],
+                    "replay_correct": [False]},
+                   {**base, "analysis": long_text, "kept": True, "replay_answer": ["15"], "replay_correct": [True]}]
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(step) + "\n")
+    (tmp_path / "experiences.jsonl").write_text("".join(json.dumps(e) + "\n" for e in experiences))
+    summary = run_summary(tmp_path)
+    assert "kept" in summary and "THE END" in summary and "CUT HERE" not in summary
+    assert "15 (correct); gold 15" in summary
+
+    experiences[1]["kept"] = False  # nothing kept: the first one is shown, cut
+    (tmp_path / "experiences.jsonl").write_text("".join(json.dumps(e) + "\n" for e in experiences))
+    summary = run_summary(tmp_path)
+    assert "CUT HERE" not in summary and "more characters]" in summary and "14 (wrong)" in summary

@@ -20,6 +20,14 @@ def pick_sample(experiences: list[dict]) -> dict | None:
     return experiences[0] if experiences else None
 
 
+def shown_analysis(record: dict, limit: int = 1500) -> str:
+    """A kept meta-experience whole; any other cut at `limit` characters."""
+    text = record["analysis"].strip()
+    if record.get("kept") or len(text) <= limit:
+        return text
+    return text[:limit] + f" [... {len(text) - limit} more characters]"
+
+
 def run_summary(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if "reward_mean" in m]  # training lines
@@ -48,8 +56,12 @@ def run_summary(run_dir: str | Path) -> str:
             "",
             f"Sample meta-experience (step {sample['step']}, problem {sample['problem_id']}, {verdict}{reason}):",
             textwrap.indent(textwrap.shorten(sample["problem"], 300), "  problem: "),
-            textwrap.indent(sample["analysis"][:1500].strip() or "(empty)", "  | "),
+            textwrap.indent(shown_analysis(sample) or "(empty)", "  | "),
         ]
+        if sample.get("replayed"):
+            answers = ", ".join(f"{answer} ({'correct' if ok else 'wrong'})" for answer, ok in
+                                zip(sample.get("replay_answer") or [], sample.get("replay_correct") or []))
+            lines.append(f"  replay with it in context: {answers or 'no answer'}; gold {sample['gold']}")
     lines.append(f"\nFiles: {run_dir / 'metrics.jsonl'}, {run_dir / 'experiences.jsonl'}")
     return "\n".join(lines)
 
