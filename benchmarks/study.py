@@ -1,16 +1,21 @@
-"""Does meta-experience help at small scale? GRPO against MEL on the embedded model and `arith`, several seeds.
+"""Does meta-experience help at small scale? GRPO against MEL on the embedded model and `arith`, several seeds,
+and the MEL runs' experience banks used in context at test time.
 
-    .venv/bin/python benchmarks/study.py                     # 3 seeds, about an hour on 2 cores
+    .venv/bin/python benchmarks/study.py                     # 5 seeds; see benchmarks/STUDY.md for its wall time
     .venv/bin/python benchmarks/study.py --seeds 0 --steps 2 --eval-limit 8   # a quick look
 
 For every seed, GRPO and MEL train from the same model with the same data order and rollout settings
 (`melrl/configs/study.yaml`; they differ only in `meta_experience`). Every final model, and the untrained one, is
-then evaluated on held-out `arith` test problems: greedy Pass@1, Avg@k and Pass@k from k samples.
+then evaluated on held-out `arith` test problems: greedy Pass@1, Avg@k and Pass@k from k samples. Each MEL run's
+kept meta-experiences (its `experiences.jsonl`) are then used as an experience bank in context (`melrl eval
+--experiences`, `--bank-k` retrieved per problem) by the untrained model and by that MEL run's own final model
+(`--no-bank` skips these arms; a run that kept nothing has no bank, which its record says).
 
 Runs and evaluations go under `--work` (default `runs/study/`); an interrupted study resumes where it stopped
 (finished evaluations are kept, an unfinished training run starts again). Results go to `--output`
-(default `benchmarks/results/study/`): `results.json`, `results.md` (mean ± std over seeds) and `report.html`
-(`melrl report` of all runs, with the PNG figures beside it).
+(default `benchmarks/results/study/`): `results.json` (one record per trained run and per evaluated arm, and the
+paired differences with their 95 % confidence intervals), `results.md` and `report.html` (`melrl report` of all
+runs, with the PNG figures beside it).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import statistics
 import sys
@@ -25,7 +31,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 METHODS = {"GRPO": False, "MEL": True}
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (the paired differences have n_seeds - 1).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
 def eval_settings(args) -> dict:
@@ -33,32 +43,34 @@ def eval_settings(args) -> dict:
                 max_new_tokens=args.max_new_tokens, limit=args.eval_limit, seed=0, progress=True)
 
 
-def train_and_evaluate(args, method: str, seed: int, run_dir: Path) -> dict:
-    """Metrics of one trained run on the held-out set; a finished evaluation is read back, not redone."""
-    from melrl.cli import parse_train_args, preset_path
+def evaluate_once(args, model, eval_dir: Path, label: str, **extra) -> dict:
+    """Metrics of `model` on the held-out set; a finished evaluation is read back, not redone."""
     from melrl.evaluation import evaluate
-    from melrl.training.train import run_training
 
-    eval_dir = run_dir / "eval"
     results_file = eval_dir / "results.json"
     if results_file.exists():
-        print(f"{method} seed {seed}: evaluation found in {eval_dir}", flush=True)
+        print(f"{label}: evaluation found in {eval_dir}", flush=True)
         return json.loads(results_file.read_text())["metrics"]["arith"]
+    return evaluate(model, "arith", output_dir=str(eval_dir), label=label, **eval_settings(args),
+                    **extra)["metrics"]["arith"]
+
+
+def train(args, method: str, seed: int, run_dir: Path):
+    """The trained model of one run: trained now, or the saved weights of a run trained before an interruption."""
     if (run_dir / "model.safetensors").exists() and (run_dir / "metrics.jsonl").exists():
-        model = str(run_dir)  # trained before an interruption: evaluate the saved weights
-    else:
-        argv = ["--config", str(preset_path("study.yaml")), "--seed", str(seed), "--output_dir", str(run_dir),
-                "--meta_experience", str(METHODS[method]), "--max_steps", str(args.steps),
-                "--model_name_or_path", args.model]
-        run, config = parse_train_args(argv)
-        start = time.perf_counter()
-        print(f"{method} seed {seed}: training {args.steps} steps into {run_dir}", flush=True)
-        trainer = run_training(run, config)
-        print(f"{method} seed {seed}: trained in {time.perf_counter() - start:.0f} s", flush=True)
-        model = (trainer.model, trainer.processing_class)
-    results = evaluate(model, "arith", output_dir=str(eval_dir), label=f"{method} seed {seed}",
-                       **eval_settings(args))
-    return results["metrics"]["arith"]
+        return str(run_dir)
+    from melrl.cli import parse_train_args, preset_path
+    from melrl.training.train import run_training
+
+    argv = ["--config", str(preset_path("study.yaml")), "--seed", str(seed), "--output_dir", str(run_dir),
+            "--meta_experience", str(METHODS[method]), "--max_steps", str(args.steps),
+            "--model_name_or_path", args.model]
+    run, config = parse_train_args(argv)
+    start = time.perf_counter()
+    print(f"{method} seed {seed}: training {args.steps} steps into {run_dir}", flush=True)
+    trainer = run_training(run, config)
+    print(f"{method} seed {seed}: trained in {time.perf_counter() - start:.0f} s", flush=True)
+    return trainer.model, trainer.processing_class
 
 
 def run_summary(run_dir: Path) -> dict:
@@ -66,10 +78,12 @@ def run_summary(run_dir: Path) -> dict:
     from melrl.jsonl import read_jsonl
 
     lines = [line for line in read_jsonl(run_dir / "metrics.jsonl") if "reward_mean" in line]
-    totals = {key: sum(line.get(key) or 0 for line in lines) for key in ("pairs", "parsed", "kept")}
+    totals = {key: sum(line.get(key) or 0 for line in lines)
+              for key in ("pairs", "constructed", "truncated", "parsed", "replayed", "kept")}
     rewards = [line["reward_mean"] for line in lines]
+    nll = [line["nll"] for line in lines if line.get("nll") is not None]
     return {"steps": len(lines), "reward_first_half": statistics.fmean(rewards[: len(rewards) // 2] or rewards),
-            "reward_second_half": statistics.fmean(rewards[len(rewards) // 2:]), **totals}
+            "reward_second_half": statistics.fmean(rewards[len(rewards) // 2:]), "nll_steps": len(nll), **totals}
 
 
 def mean_std(values: list[float]) -> dict:
@@ -77,34 +91,99 @@ def mean_std(values: list[float]) -> dict:
             "values": values}
 
 
+def t_quantile(df: int) -> float:
+    """The tabulated 95 % quantile for `df`, or the next smaller tabulated df's (a slightly wider interval)."""
+    return T_975[max(d for d in T_975 if d <= df)]
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """Mean of a - b over the seeds both have, with a 95 % t confidence interval; None without two pairs."""
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    diffs = [a[s] - b[s] for s in seeds]
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = t_quantile(len(diffs) - 1) * sd / math.sqrt(len(diffs))
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(diffs), "seeds": seeds}
+
+
+ARMS = ("untrained", "GRPO", "MEL", "untrained + MEL bank", "MEL + own bank")
+COMPARISONS = (("MEL", "GRPO"), ("MEL + own bank", "MEL"), ("untrained + MEL bank", "untrained"),
+               ("MEL + own bank", "GRPO"))
+
+
+def by_seed(records: list[dict], arm: str, metric: str, seeds: list[int]) -> dict[int, float]:
+    found = [r for r in records if r["arm"] == arm and r.get("metrics")]
+    if arm == "untrained" and found:  # one evaluation, the same for every seed
+        return {seed: found[0]["metrics"][metric] for seed in seeds}
+    return {r["seed"]: r["metrics"][metric] for r in found}
+
+
+def summarise(records: list[dict], seeds: list[int], metrics: list[str]) -> tuple[dict, dict]:
+    arms = {arm: {m: mean_std(list(by_seed(records, arm, m, seeds).values())) for m in metrics}
+            for arm in ARMS if by_seed(records, arm, metrics[0], seeds)}
+    differences = {f"{a} - {b}": {m: paired_difference(by_seed(records, a, m, seeds), by_seed(records, b, m, seeds))
+                                  for m in metrics}
+                   for a, b in COMPARISONS if a in arms and b in arms}
+    return arms, differences
+
+
 def markdown(results: dict) -> str:
     from melrl.evaluation.report import metric_label
 
-    metrics = list(results["untrained"])
-    header = "| Model | " + " | ".join(map(metric_label, metrics)) + " |"
-    lines = [header, "|---|" + "---:|" * len(metrics)]
-    lines.append("| untrained | " + " | ".join(f"{100 * results['untrained'][m]:.1f}" for m in metrics) + " |")
-    for method, summary in results["methods"].items():
-        cells = [f"{100 * summary[m]['mean']:.1f} ± {100 * summary[m]['std']:.1f}" for m in metrics]
-        lines.append(f"| {method} ({len(results['seeds'])} seeds) | " + " | ".join(cells) + " |")
+    metrics = results["metrics"]
+    lines = ["| Model | n | " + " | ".join(map(metric_label, metrics)) + " |", "|---|---:|" + "---:|" * len(metrics)]
+    for arm, summary in results["arms"].items():
+        n = len(summary[metrics[0]]["values"])
+        cells = [f"{100 * summary[m]['mean']:.1f}" + (f" ± {100 * summary[m]['std']:.1f}" if arm != "untrained" else "")
+                 for m in metrics]
+        lines.append(f"| {arm} | {1 if arm == 'untrained' else n} | " + " | ".join(cells) + " |")
+    if results["differences"]:
+        lines += ["", "| Difference (paired by seed) | n | " + " | ".join(map(metric_label, metrics)) + " |",
+                  "|---|---:|" + "---:|" * len(metrics)]
+        for name, per_metric in results["differences"].items():
+            cells = [("n/a" if d is None else
+                      f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
+                     for d in per_metric.values()]
+            n = next((d["n"] for d in per_metric.values() if d), 0)
+            lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     settings = results["settings"]
     lines.append("")
-    lines.append(f"Percent on {settings['eval_limit']} held-out `arith` problems, mean ± sample std over seeds "
-                 f"{', '.join(map(str, results['seeds']))}; {settings['steps']} training steps of 16 rollouts; "
-                 f"Avg@{settings['k']}/Pass@{settings['k']} from {settings['k']} samples at temperature "
-                 f"{settings['temperature']}, {settings['max_new_tokens']} new tokens.")
+    lines.append(f"Percent on {settings['eval_limit']} held-out `arith` problems; arms: mean ± sample std over seeds "
+                 f"{', '.join(map(str, results['seeds']))}; differences: mean [95 % t interval]. "
+                 f"{settings['steps']} training steps of 16 rollouts; Avg@{settings['k']}/Pass@{settings['k']} from "
+                 f"{settings['k']} samples at temperature {settings['temperature']}, {settings['max_new_tokens']} new "
+                 f"tokens; banks: {settings['bank_k']} retrieved meta-experiences per problem.")
     return "\n".join(lines) + "\n"
+
+
+def bank_arms(args, seed: int, run_dir: Path, trained, untrained_model) -> list[dict]:
+    """The MEL run's bank in context: for the untrained model and for the run's own final model."""
+    summary = run_summary(run_dir)
+    base = {"method": "MEL", "seed": seed, "bank": str(run_dir / "experiences.jsonl"), "bank_size": summary["kept"]}
+    if not summary["kept"]:
+        print(f"MEL seed {seed}: no kept meta-experience, so no bank arms", flush=True)
+        return [{**base, "arm": arm, "metrics": None} for arm in ("untrained + MEL bank", "MEL + own bank")]
+    extra = {"experiences": str(run_dir), "retrieve": args.bank_k}
+    return [
+        {**base, "arm": "untrained + MEL bank", "metrics": evaluate_once(
+            args, untrained_model, run_dir / "eval-untrained-bank", f"untrained + MEL seed {seed} bank", **extra)},
+        {**base, "arm": "MEL + own bank", "metrics": evaluate_once(
+            args, trained, run_dir / "eval-bank", f"MEL seed {seed} + own bank", **extra)},
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model to train (name, folder or hub id)")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--eval-limit", type=int, default=64, help="held-out arith problems")
     parser.add_argument("--k", type=int, default=4, help="samples per problem for Avg@k and Pass@k")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--bank-k", type=int, default=3, help="meta-experiences retrieved per problem from a bank")
+    parser.add_argument("--no-bank", dest="bank", action="store_false", help="skip the experience-bank arms")
     parser.add_argument("--work", default="runs/study")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "study"))
     args = parser.parse_args(argv)
@@ -112,33 +191,41 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    from melrl.evaluation import evaluate
     from melrl.report import build_report
+    from results_file import provenance
 
     seeds = [int(s) for s in args.seeds.split(",")]
     work, output = Path(args.work), Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    untrained = evaluate(args.model, "arith", output_dir=str(work / "untrained-eval"),
-                         label="untrained", **eval_settings(args))["metrics"]["arith"]
-    per_run, run_dirs = {}, []
+    records = [{"arm": "untrained", "method": None, "seed": None,
+                "metrics": evaluate_once(args, args.model, work / "untrained-eval", "untrained")}]
+    run_dirs = []
     for seed in seeds:
         for method in METHODS:
             run_dir = work / f"{method.lower()}-seed{seed}"
-            metrics = train_and_evaluate(args, method, seed, run_dir)
+            trained = train(args, method, seed, run_dir)
+            metrics = evaluate_once(args, trained, run_dir / "eval", f"{method} seed {seed}")
+            summary = run_summary(run_dir)
+            records.append({"arm": method, "method": method, "seed": seed, "run": str(run_dir),
+                            "kept": summary["kept"], "train": summary, "metrics": metrics})
+            if method == "MEL" and args.bank:
+                records += bank_arms(args, seed, run_dir, trained, args.model)
+            del trained
             gc.collect()  # the finished run's trainer and weights, before the next run loads its own
-            per_run[run_dir.name] = {"method": method, "seed": seed, "eval": metrics, "train": run_summary(run_dir)}
             run_dirs.append(run_dir)
-    methods = {method: {metric: mean_std([r["eval"][metric] for r in per_run.values() if r["method"] == method])
-                        for metric in untrained} for method in METHODS}
+    metric_names = list(records[0]["metrics"])
+    arms, differences = summarise(records, seeds, metric_names)
     results = {
         "seeds": seeds,
         "settings": {k: v for k, v in vars(args).items() if k not in ("work", "output", "seeds")} | {
             "train_config": "melrl/configs/study.yaml"},
-        "untrained": untrained,
-        "methods": methods,
-        "runs": per_run,
+        "metrics": metric_names,
+        "records": records,
+        "arms": arms,
+        "differences": differences,
         "wall_seconds": time.perf_counter() - start,
+        "provenance": provenance(),
     }
     (output / "results.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)

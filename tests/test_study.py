@@ -24,18 +24,36 @@ def test_mean_std_is_the_sample_standard_deviation(study):
     assert study.mean_std([0.4])["std"] == 0.0
 
 
-def test_markdown_table_has_one_row_per_method_and_the_untrained_model(study):
-    results = {
-        "seeds": [0, 1],
-        "settings": {"eval_limit": 10, "steps": 3, "k": 4, "temperature": 0.7, "max_new_tokens": 48},
-        "untrained": {"pass@1": 0.3, "avg@4": 0.2},
-        "methods": {"GRPO": {"pass@1": study.mean_std([0.4, 0.6]), "avg@4": study.mean_std([0.2, 0.2])},
-                    "MEL": {"pass@1": study.mean_std([0.5, 0.5]), "avg@4": study.mean_std([0.1, 0.3])}},
-    }
+def test_paired_difference_has_a_t_interval(study):
+    difference = study.paired_difference({0: 0.6, 1: 0.8, 2: 0.5, 3: 0.9}, {0: 0.5, 1: 0.5, 2: 0.3, 4: 0.1})
+    # pairs on seeds 0, 1, 2: differences 0.1, 0.3, 0.2, mean 0.2, sample sd 0.1, t(2) = 4.303
+    assert difference["seeds"] == [0, 1, 2] and difference["n"] == 3
+    assert difference["mean"] == pytest.approx(0.2)
+    half = 4.303 * 0.1 / 3 ** 0.5
+    assert difference["ci95"] == pytest.approx([0.2 - half, 0.2 + half])
+    assert study.paired_difference({0: 0.5}, {0: 0.1}) is None
+
+
+def test_results_table_has_arms_and_differences(study):
+    def record(arm, seed, p1):
+        return {"arm": arm, "seed": seed, "metrics": {"pass@1": p1, "avg@4": p1 / 2}}
+
+    records = [record("untrained", None, 0.3), record("GRPO", 0, 0.4), record("GRPO", 1, 0.6),
+               record("MEL", 0, 0.5), record("MEL", 1, 0.9), record("MEL + own bank", 0, 0.7),
+               {"arm": "MEL + own bank", "seed": 1, "metrics": None}]  # seed 1 kept nothing: no bank
+    arms, differences = study.summarise(records, [0, 1], ["pass@1", "avg@4"])
+    assert list(arms) == ["untrained", "GRPO", "MEL", "MEL + own bank"]
+    assert arms["GRPO"]["pass@1"]["mean"] == pytest.approx(0.5)
+    assert differences["MEL - GRPO"]["pass@1"]["mean"] == pytest.approx(0.2)  # (0.1 + 0.3) / 2
+    assert differences["MEL + own bank - MEL"]["pass@1"] is None  # one pair only
+    results = {"seeds": [0, 1], "metrics": ["pass@1", "avg@4"], "arms": arms, "differences": differences,
+               "settings": {"eval_limit": 10, "steps": 3, "k": 4, "temperature": 0.7, "max_new_tokens": 48,
+                            "bank_k": 3}}
     table = study.markdown(results)
-    assert "| untrained | 30.0 | 20.0 |" in table
-    assert "| GRPO (2 seeds) | 50.0 ± 14.1 | 20.0 ± 0.0 |" in table
-    assert "| MEL (2 seeds) | 50.0 ± 0.0 | 20.0 ± 14.1 |" in table
+    assert "| untrained | 1 | 30.0 | 15.0 |" in table
+    assert "| GRPO | 2 | 50.0 ± 14.1 | 25.0 ± 7.1 |" in table
+    assert "| MEL - GRPO | 2 | +20.0 [" in table
+    assert "| MEL + own bank - MEL | 0 | n/a | n/a |" in table
     assert "10 held-out" in table and "seeds 0, 1" in table
 
 
@@ -44,12 +62,16 @@ def test_a_tiny_study_writes_its_results_and_resumes_without_retraining(study, t
             "--max-new-tokens", "8", "--work", str(tmp_path / "runs"), "--output", str(tmp_path / "out")]
     assert study.main(argv) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(results["methods"]) == {"GRPO", "MEL"}
-    assert set(results["untrained"]) == {"pass@1", "avg@2", "pass@2"}
-    assert {run["method"] for run in results["runs"].values()} == {"GRPO", "MEL"}
-    for run in results["runs"].values():
-        assert run["train"]["steps"] == 1
-    assert "| MEL (1 seeds) |" in (tmp_path / "out" / "results.md").read_text()
+    assert {"GRPO", "MEL", "untrained"} <= set(results["arms"])
+    assert set(results["arms"]["untrained"]) == {"pass@1", "avg@2", "pass@2"}
+    runs = [r for r in results["records"] if r["arm"] in ("GRPO", "MEL")]
+    assert sorted(r["method"] for r in runs) == ["GRPO", "MEL"] and all(r["seed"] == 0 for r in runs)
+    for run in runs:
+        assert run["train"]["steps"] == 1 and run["kept"] == run["train"]["kept"]
+    banks = [r for r in results["records"] if "bank" in r["arm"]]
+    assert {r["arm"] for r in banks} == {"untrained + MEL bank", "MEL + own bank"}
+    assert all((r["metrics"] is None) == (r["bank_size"] == 0) for r in banks)
+    assert "| MEL | 1 |" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "report.html").stat().st_size > 0
 
     metrics_file = tmp_path / "runs" / "mel-seed0" / "metrics.jsonl"
@@ -58,4 +80,4 @@ def test_a_tiny_study_writes_its_results_and_resumes_without_retraining(study, t
     assert study.main(argv) == 0
     assert "MEL seed 0: evaluation found" in capsys.readouterr().out
     assert metrics_file.stat().st_mtime_ns == before
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["methods"] == results["methods"]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["arms"] == results["arms"]
