@@ -46,15 +46,31 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder of the local datasets (or $MELRL_DATA_DIR)")
     p.add_argument("--verifier-timeout", type=float, default=None, help="seconds per verification (default 5)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--experiences", metavar="RUN_DIR_OR_JSONL", default=None,
+                   help="experience bank: put the most relevant kept meta-experiences of this MEL run (its "
+                        "experiences.jsonl) in each prompt, with the paper's Empirical Validation Prompt (not in "
+                        "the paper: a baseline against internalization)")
+    p.add_argument("--retrieve", type=int, metavar="K", default=None,
+                   help="with --experiences: how many entries per problem, retrieved with BM25 (default 3)")
     p.add_argument("--compare", nargs="+", metavar="DIR", default=None,
                    help="print one table with a row per finished evaluation directory instead of evaluating")
     return p
 
 
-def default_output_dir(model: str) -> Path:
-    """runs/eval/<model>, with path separators turned into "_" ("Qwen/Qwen3-4B-Base" → "Qwen_Qwen3-4B-Base")."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/\\")).strip("._") or "model"
+def default_output_dir(model: str, experiences: str | None = None, retrieve: int | None = None) -> Path:
+    """runs/eval/<model>, with path separators turned into "_" ("Qwen/Qwen3-4B-Base" → "Qwen_Qwen3-4B-Base");
+    with a bank, runs/eval/<model>+bank-<bank>-k<K> ("...Base+bank-runs_qwen3_4b_mel-k3")."""
+    name = _safe_name(model) or "model"
+    if experiences is not None:
+        from melrl.evaluation.bank import DEFAULT_RETRIEVE, EXPERIENCES_FILE
+
+        bank = str(experiences).rstrip("/\\").removesuffix(EXPERIENCES_FILE)
+        name += f"+bank-{_safe_name(bank) or 'experiences'}-k{retrieve or DEFAULT_RETRIEVE}"
     return EVAL_ROOT / name
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/\\")).strip("._")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -64,17 +80,27 @@ def run_eval(args: argparse.Namespace) -> int:
     if not args.model:
         print("melrl eval: --model is required (or --compare DIR ...)", file=sys.stderr)
         return 2
+    if args.retrieve is not None and (args.experiences is None or args.retrieve < 1):
+        print("melrl eval: --retrieve K needs K >= 1 and --experiences RUN_DIR_OR_JSONL", file=sys.stderr)
+        return 2
     from melrl.evaluation import evaluate
+    from melrl.evaluation.bank import DEFAULT_RETRIEVE, ExperienceBank, ExperienceBankError
     from melrl.evaluation.report import results_markdown
 
-    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model)
+    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, args.experiences,
+                                                                                  args.retrieve)
+    try:
+        bank = ExperienceBank(args.experiences) if args.experiences is not None else None
+    except ExperienceBankError as error:
+        print(f"melrl eval: {error}", file=sys.stderr)
+        return 2
     try:
         results = evaluate(
             args.model, args.benchmarks, template=args.template, k=args.k, temperature=args.temperature,
             greedy=args.greedy, max_new_tokens=args.max_new_tokens, limit=args.limit, ids=args.ids,
             output_dir=str(output_dir), backend=args.backend, batch_size=args.batch_size, seed=args.seed,
             data_dir=args.data_dir, progress=args.progress, verifier_timeout=args.verifier_timeout, dtype=args.dtype,
-            answer_format=args.answer_format,
+            answer_format=args.answer_format, experiences=bank, retrieve=args.retrieve or DEFAULT_RETRIEVE,
         )
     except KeyboardInterrupt:
         print(f"\nmelrl eval: interrupted; rerun the same command to continue from {output_dir}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Evaluation: Pass@1 (greedy), Avg@k and Pass@k on AIME24, AIME25, AMC23, MATH500, OlympiadBench, GSM8K and
 Minerva-Math (`evaluate`, `melrl eval`), side-by-side tables (`compare`), validation during training
-(`ValidationCallback`).
+(`ValidationCallback`), a MEL run's kept meta-experiences in context (`ExperienceBank`, `evaluate(experiences=...)`).
 
 `pass_at_k` and the table functions are light; `evaluate` and `ValidationCallback` import torch and transformers
 on first use.
@@ -21,6 +21,7 @@ _LAZY = {
     "flat_metrics": "melrl.evaluation.validation",
     "TransformersBackend": "melrl.evaluation.backends",
     "VLLMBackend": "melrl.evaluation.backends",
+    "ExperienceBank": "melrl.evaluation.bank",
 }
 
 __all__ = sorted(["pass_at_k", "benchmark_metrics", "average_metrics", "compare", "markdown_table", *_LAZY])

@@ -54,22 +54,43 @@ def results_markdown(results: Mapping) -> str:
     counts = ", ".join(f"{DISPLAY_NAMES.get(b, b)} {c['problems']}" for b, c in results["counts"].items())
     formats = config.get("answer_formats") or {}
     read = ", ".join(f"{DISPLAY_NAMES.get(b, b)} `{f}`" for b, f in formats.items())
+    bank = config.get("experiences")
+    label = config["model"] + (f" + bank (K = {bank['retrieve']})" if bank else "")
     return (
-        f"# Evaluation of {config['model']}\n\n{markdown_table([(config['model'], results['metrics'])])}\n"
+        f"# Evaluation of {label}\n\n{markdown_table([(label, results['metrics'])])}\n"
         f"{'; '.join(notes)}; accuracy in %. Template `{config['template']}`, max_new_tokens "
         f"{config['max_new_tokens']}, seed {config['seed']}, back end {config['backend']}.\n\nProblems: {counts}.\n"
-        + (f"\nAnswers read as: {read}.\n" if read else "")
+        + (f"\nAnswers read as: {read}.\n" if read else "") + (_bank_note(bank) if bank else "")
     )
 
 
+def _bank_note(bank: Mapping) -> str:
+    excluded = bank.get("exclusions") or {}
+    return (
+        f"\nExperience bank (in context; not in the paper): the {bank['retrieve']} most relevant of the "
+        f"{bank['kept']} kept meta-experiences in `{bank['path']}` (sha256 {bank['sha256'][:12]}), retrieved with "
+        f"{bank['retriever']} over problem + heuristics, in the Empirical Validation Prompt. Entries of the "
+        f"evaluated problem itself left out: {excluded.get('entries', 0)}, for {excluded.get('problems', 0)} "
+        "problem(s).\n"
+    )
+
+
+def arm_label(directory: str, config: Mapping) -> str:
+    """A --compare row's label: the directory, and the bank and K when the run had one in context."""
+    bank = config.get("experiences")
+    return f"{directory} (+ bank {bank['path']}, K = {bank['retrieve']})" if bank else directory
+
+
 def compare(dirs: Sequence[str | os.PathLike]) -> str:
-    """A table with one row per evaluation directory (read from its results.json), labelled by the directory."""
+    """A table with one row per evaluation directory (read from its results.json), labelled by the directory and,
+    for a run with an experience bank in context, the bank and K."""
     rows = []
     for d in dirs:
         path = Path(d) / RESULTS_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {d} a finished `melrl eval` output directory?")
-        rows.append((str(d), json.loads(path.read_text(encoding="utf-8"))["metrics"]))
+        results = json.loads(path.read_text(encoding="utf-8"))
+        rows.append((arm_label(str(d), results.get("config") or {}), results["metrics"]))
     return markdown_table(rows)
 
 

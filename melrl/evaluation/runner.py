@@ -23,6 +23,7 @@ from melrl.data import Record, load_records
 from melrl.method.prompts import ANSWER_FORMAT, SOLVE_TEMPLATES, render, solve_text
 from melrl.verify.verifier import verify_batch
 from melrl.evaluation.backends import Completion, Request, TransformersBackend, VLLMBackend, choose_backend
+from melrl.evaluation.bank import DEFAULT_RETRIEVE, ExperienceBank, Retrieval, bank_prompt_text
 from melrl.evaluation.metrics import average_metrics, benchmark_metrics
 from melrl.evaluation.store import EvalDir
 
@@ -57,6 +58,7 @@ class Problem:
     record: Record
     prompt: str
     prompt_tokens: int
+    retrieval: Retrieval | None = None  # the bank entries in its prompt, when evaluated with a bank
 
 
 @dataclass
@@ -132,6 +134,8 @@ def evaluate(
     dtype: str | None = None,
     label: str | None = None,
     answer_format: str | None = None,
+    experiences=None,
+    retrieve: int = DEFAULT_RETRIEVE,
 ) -> dict:
     """Evaluate `model` (a name for `melrl.models.load_model_and_tokenizer`, or a loaded (model, tokenizer) pair).
 
@@ -141,13 +145,24 @@ def evaluate(
     `ids` holds problem ids, bare or as "benchmark:id"; with `output_dir` the run is written there and resumable.
     `answer_format` ("auto", "boxed", "answer_line", "last_number") reads every benchmark's answers one way; by
     default each benchmark gets `answer_format_for` its name and the template, recorded in config.answer_formats.
+    `experiences` (a MEL run directory, its experiences.jsonl, or an `ExperienceBank`) puts the `retrieve` most
+    relevant kept meta-experiences of that bank in each problem's prompt (`melrl.evaluation.bank`), for the greedy
+    answer and the samples alike; config.experiences records the bank, the retriever and the exclusions.
     """
     settings = Settings(template, k, temperature, greedy, max_new_tokens, seed, verifier_timeout, answer_format)
     settings.check()
+    if retrieve < 1:
+        raise ValueError(f"retrieve must be >= 1, got {retrieve}")
+    bank = experiences
+    if bank is not None and not isinstance(bank, ExperienceBank):
+        bank = ExperienceBank(bank)  # before the model loads: a bad bank fails fast
     names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
     engine, label, loaded = _open_backend(model, backend, batch_size, seed, dtype, label)
-    problems = load_problems(names, engine.tokenizer, template, limit=limit, ids=ids, data_dir=data_dir)
+    problems = load_problems(names, engine.tokenizer, template, limit=limit, ids=ids, data_dir=data_dir,
+                             bank=bank, retrieve=retrieve)
     config = _config(label, settings, engine, batch_size, names, limit, ids, problems)
+    if bank is not None:
+        config["experiences"] = {**bank.describe(retrieve), "exclusions": _exclusions(problems)}
     store = EvalDir(output_dir, config) if output_dir else None
     done = dict(store.done) if store else {}
     stats = Throughput()
@@ -174,9 +189,11 @@ def evaluate(
 
 def load_problems(
     benchmarks: Sequence[str], tokenizer, template: str, *, limit: int | None = None,
-    ids: Iterable[str] | None = None, data_dir: str | None = None,
+    ids: Iterable[str] | None = None, data_dir: str | None = None, bank: ExperienceBank | None = None,
+    retrieve: int = DEFAULT_RETRIEVE,
 ) -> list[Problem]:
-    """The selected problems, benchmark by benchmark, each benchmark's sorted by prompt length (less padding)."""
+    """The selected problems, benchmark by benchmark, each benchmark's sorted by prompt length (less padding).
+    With a `bank`, each prompt holds the `retrieve` entries retrieved for its problem (`bank_prompt_text`)."""
     if not benchmarks:
         raise ValueError("no benchmarks given")
     if limit is not None and limit < 1:
@@ -193,10 +210,12 @@ def load_problems(
                 logger.info("no selected problem in %s; left out", name)
                 continue
         records = records[:limit]
-        prompts = [render(tokenizer, solve_text(r.problem, template)) for r in records]
+        found = [bank.retrieve(r.problem, retrieve) for r in records] if bank else [None] * len(records)
+        prompts = [render(tokenizer, solve_text(r.problem, template) if got is None
+                          else bank_prompt_text(r.problem, got, template)) for r, got in zip(records, found)]
         lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
         order = sorted(range(len(records)), key=lambda i: lengths[i])
-        problems += [Problem(name, records[i], prompts[i], lengths[i]) for i in order]
+        problems += [Problem(name, records[i], prompts[i], lengths[i], found[i]) for i in order]
     if wanted is not None and wanted - matched:
         missing = ", ".join(i if b is None else f"{b}:{i}" for b, i in sorted(wanted - matched, key=str))
         raise ValueError(f"no problem with id(s) {missing} in {', '.join(benchmarks)}")
@@ -248,8 +267,20 @@ def solve_batch(engine, problems: Sequence[Problem], settings: Settings, stats: 
             "benchmark": p.benchmark, "id": p.record.id, "problem": p.record.problem, "gold": p.record.answer,
             "prompt_tokens": p.prompt_tokens, "greedy": rows[0] if settings.greedy else None,
             "samples": rows[int(settings.greedy):], "seed": settings.seed, "answer_format": formats[i],
+            **(p.retrieval.record() if p.retrieval is not None else {}),
         })
     return records
+
+
+def _exclusions(problems: Sequence[Problem]) -> dict:
+    """Which problems had bank entries left out of their retrieval (entries whose source problem is theirs)."""
+    hit = [p for p in problems if p.retrieval is not None and p.retrieval.excluded]
+    return {
+        "entries": sum(len(p.retrieval.excluded) for p in hit),
+        "problems": len(hit),
+        "ids": [f"{p.benchmark}:{p.record.id}" for p in hit],
+        "without_experiences": [f"{p.benchmark}:{p.record.id}" for p in hit if not p.retrieval.entries],
+    }
 
 
 def _batches(problems: Sequence[Problem], size: int) -> Iterable[list[Problem]]:
@@ -353,6 +384,7 @@ def _config(label, settings: Settings, engine, batch_size, names, limit, ids, pr
         "answer_formats": {b: answer_format_for(b, settings.template, settings.answer_format) for b in benchmarks},
         "verifier_timeout": settings.verifier_timeout,
         "device": _device(engine),
+        "experiences": None,  # the bank, when one is used (evaluate fills it in)
     }
 
 

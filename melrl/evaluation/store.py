@@ -10,13 +10,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from melrl.jsonl import JsonlWriter, read_jsonl
+from melrl.evaluation.bank import bank_identity, bank_summary
 from melrl.evaluation.report import RESULTS_FILE, results_markdown
 
 CONFIG_FILE = "config.json"
 SAMPLES_FILE = "samples.jsonl"
 MARKDOWN_FILE = "results.md"
 # Settings that change the samples: resuming with other values would mix two evaluations.
-FINGERPRINT_KEYS = ("model", "template", "k", "temperature", "greedy", "max_new_tokens", "seed")
+FINGERPRINT_KEYS = ("model", "template", "k", "temperature", "greedy", "max_new_tokens", "seed", "experiences")
+BANK_KEY = "experiences"  # the experience bank and K (None: no bank); compared by content hash, not by path
 ANSWER_FORMATS_KEY = "answer_formats"  # benchmark -> extraction mode; the verdicts stored depend on it
 
 
@@ -34,12 +36,17 @@ class EvalDir:
 
     def _check_config(self, config: Mapping) -> None:
         path = self.path / CONFIG_FILE
-        fingerprint = {key: config[key] for key in FINGERPRINT_KEYS}
+        fingerprint = {key: config.get(key) for key in FINGERPRINT_KEYS}
+        if fingerprint[BANK_KEY] is not None:  # what a run's exclusions are is no setting
+            fingerprint[BANK_KEY] = {k: v for k, v in fingerprint[BANK_KEY].items() if k != "exclusions"}
         formats = dict(config.get("answer_formats") or {})
         if path.exists():
             old = json.loads(path.read_text(encoding="utf-8"))
             diff = [f"{key}: {old.get(key)!r} there, {value!r} now" for key, value in fingerprint.items()
-                    if old.get(key) != value]
+                    if key != BANK_KEY and old.get(key) != value]
+            if bank_identity(old.get(BANK_KEY)) != bank_identity(fingerprint[BANK_KEY]):
+                diff.append(f"experience bank: {bank_summary(old.get(BANK_KEY))} there, "
+                            f"{bank_summary(fingerprint[BANK_KEY])} now")
             # The stored verdicts depend on how answers were read; directories from before this key pass.
             old_formats = old.get(ANSWER_FORMATS_KEY) or {}
             diff += [f"answer format of {bench}: {old_formats[bench]!r} there, {fmt!r} now"
