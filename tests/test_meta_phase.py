@@ -193,3 +193,17 @@ def test_config_defaults_are_the_papers_and_unknown_choices_are_refused(tmp_path
         MELConfig(**cpu, analysis_prompt="verbatim")
     with pytest.raises(ValueError, match="experience_filter: 'parsed' is not one of"):
         MELConfig(**cpu, experience_filter="parsed")
+
+
+def test_a_budget_without_room_for_the_solutions_is_reported(tokenizer, caplog):
+    solutions = [tokenizer("5 + 7 = 12")["input_ids"], tokenizer("5 + 7 = 13")["input_ids"]]
+    bare = len(tokenizer(render(tokenizer, analysis_text("What is 5 + 7?", "", "", "paper")))["input_ids"])
+    with caplog.at_level("WARNING", logger="melrl.method.meta_phase"):
+        (job,) = build_jobs([Pair(0, 0, 1)], ["What is 5 + 7?"] * 2, ["12"] * 2, ["a", "b"], solutions, tokenizer,
+                            bare)
+    assert job.correct_solution == ""
+    assert f"analysis_max_prompt_length {bare} leaves 0 tokens per solution" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="melrl.method.meta_phase"):
+        build_jobs([Pair(0, 0, 1)], ["What is 5 + 7?"] * 2, ["12"] * 2, ["a", "b"], solutions, tokenizer, bare + 200)
+    assert "leaves" not in caplog.text

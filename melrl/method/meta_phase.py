@@ -17,6 +17,7 @@ Which analyses are replayed (`is_replay_candidate`, setting `experience_filter`)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from melrl.verify.answers import extract_answer
@@ -28,6 +29,9 @@ EXPERIENCE_FILTERS = ("replay", "format")
 
 # Tokens kept free in the analysis budget: re-tokenising decoded text can come out a few tokens longer.
 _BUDGET_MARGIN = 16
+_MIN_SOLUTION_ROOM = 16  # tokens per solution below which the analysis prompt cannot show the pair
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,6 +115,12 @@ def build_jobs(
         if problem not in room_by_problem:
             bare = len(tokenizer(text=render(tokenizer, analysis_text(problem, "", "", analysis_prompt)))["input_ids"])
             room_by_problem[problem] = max(0, (max_prompt_length - bare - _BUDGET_MARGIN) // 2)
+            if room_by_problem[problem] < _MIN_SOLUTION_ROOM:
+                logger.warning(
+                    "analysis_max_prompt_length %d leaves %d tokens per solution: the %s analysis prompt takes %d "
+                    "tokens with this problem before the solutions; the analysis sees the solutions cut to almost "
+                    "nothing. Raise analysis_max_prompt_length to at least %d.", max_prompt_length,
+                    room_by_problem[problem], analysis_prompt, bare, bare + _BUDGET_MARGIN + 2 * 256)
         room = room_by_problem[problem]
         correct = tokenizer.decode(truncate_middle(completion_ids[pair.correct], room, marker_ids),
                                    skip_special_tokens=True)
