@@ -162,3 +162,21 @@ def test_missing_dataset_or_model_fails_before_loading(run, error, message, monk
     config = MELConfig(**CPU, per_device_train_batch_size=4, num_generations=4)
     with pytest.raises(error, match=message):
         train_module.build_trainer(run, config)
+
+
+def test_the_longest_problem_must_fit_vllms_context(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from melrl.data import Record
+    from melrl.training.train import check_vllm_prompt_budgets
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records = [Record("short", "t", "What is 1 + 1?", "2"), Record("long", "t", "Add these: " + "7 + " * 300 + "7.", "2107")]
+    config = MELConfig(**CPU, use_vllm=True, vllm_max_model_length=1536, max_completion_length=256,
+                       analysis_max_prompt_length=512, analysis_max_new_tokens=512)
+    check_vllm_prompt_budgets(records[:1], tokenizer, config)  # fits
+    with pytest.raises(ValueError, match=r"replay prompt .* \(problem long\) does not fit vllm_max_model_length = 1536"):
+        check_vllm_prompt_budgets(records, tokenizer, config)
+    config.max_completion_length = 1400
+    with pytest.raises(ValueError, match=r"longest solve prompt \+ max_completion_length = \d+ tokens \(problem long\)"):
+        check_vllm_prompt_budgets(records, tokenizer, config)

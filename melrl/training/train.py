@@ -8,7 +8,7 @@ from pathlib import Path
 from melrl.training.config import MELConfig, RunArguments
 from melrl.data import load_records_with_report
 from melrl.models import load_model_and_tokenizer, resolve_model, stop_token_ids
-from melrl.method.prompts import render, solve_text
+from melrl.method.prompts import render, replay_text, solve_text
 from melrl.training.runs import checkpoint_step, resolve_checkpoint, rewind_run_files
 
 logger = logging.getLogger("melrl.training.train")
@@ -65,6 +65,27 @@ def check_model_budgets(model_path: str, config: MELConfig) -> None:
             raise ValueError(f"{name} = {tokens} tokens does not fit the model's context of {context} tokens")
 
 
+def check_vllm_prompt_budgets(records, tokenizer, config: MELConfig) -> None:
+    """With the longest problem of the data, every vLLM generation must fit `vllm_max_model_length`: the rollout
+    (solve prompt + `max_completion_length`) and the replay (the Empirical Validation Prompt around a meta-experience
+    of `analysis_max_new_tokens` + the replay budget). Fails before vLLM starts, naming the problem."""
+    if not (config.use_vllm and config.vllm_max_model_length):
+        return
+    texts = [render(tokenizer, solve_text(r.problem, config.prompt_template)) for r in records]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    longest = max(range(len(records)), key=lengths.__getitem__)
+    needs = {"the longest solve prompt + max_completion_length": lengths[longest] + config.max_completion_length}
+    if config.meta_experience:
+        replay = render(tokenizer, replay_text(records[longest].problem, "", config.prompt_template))
+        needs["its replay prompt + analysis_max_new_tokens + replay budget"] = (
+            len(tokenizer(replay, add_special_tokens=False)["input_ids"]) + config.analysis_max_new_tokens
+            + config.replay_budget)
+    for name, tokens in needs.items():
+        if tokens > config.vllm_max_model_length:
+            raise ValueError(f"{name} = {tokens} tokens (problem {records[longest].id}) does not fit "
+                             f"vllm_max_model_length = {config.vllm_max_model_length}: raise it or lower the budgets")
+
+
 def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
     from melrl.training.trainer import MELTrainer
 
@@ -76,6 +97,7 @@ def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
     if config.use_vllm:  # vLLM reads the end tokens from the model's files: name the others
         config.generation_kwargs = {**(config.generation_kwargs or {}),
                                     "stop_token_ids": stop_token_ids(model, tokenizer)}
+    check_vllm_prompt_budgets(records, tokenizer, config)
     dataset = build_train_dataset(records, tokenizer, config.prompt_template)
     trainer = MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=callbacks, peft_config=run.peft_config())
