@@ -9,6 +9,7 @@ bookkeeping is tested on its own and reused by any engine adapter.
 - `leak_scope`: the part of an analysis the leak check reads.
 - `find_leaks` / `leaks`: does a heuristic or reflective summary quote the gold answer or the problem's
   distinctive numbers (the paper forbids both)?
+- `template_copies`: the sections of an analysis that only repeat the prompt's placeholder text.
 - `retention_ratio`: kept / constructed, the paper's Fig. 9 quantity.
 """
 
@@ -47,6 +48,7 @@ __all__ = [
     "parse_meta_experience",
     "retention_ratio",
     "select_pairs",
+    "template_copies",
 ]
 
 
@@ -355,6 +357,57 @@ def _template_placeholders() -> tuple[dict[str, set[str]], set[str]]:
 
 _PLACEHOLDERS, _HEURISTIC_PLACEHOLDERS = _template_placeholders()
 
+_LINE_PREFIX_RE = re.compile(r"[ \t>]*(?:(?:[-+*\u2022]|\d{1,2}[.)]|\(\d{1,2}\)|#{1,6})[ \t]+)?")
+_PARENTHETICAL_RE = re.compile(r"\([^()\n]{1,60}\)")
+
+
+def _line_norm(line: str) -> str:
+    """A line without its bullet or number, emphasis markers and whitespace differences, lower-cased: how a copied
+    line of the prompt is recognised however the model decorates it ("• **Review:** ..." = "- Review: ...")."""
+    line = _LINE_PREFIX_RE.sub("", line, count=1)
+    return _norm_ws(line.replace("*", "").replace("_", ""))
+
+
+def _template_placeholder_lines() -> frozenset[str]:
+    """Every line of the analysis prompts' output formats (their description and example lines, the text after a
+    field label, the heading lines' parenthetical notes such as "(Mandatory for correct samples)"), as `_line_norm`
+    gives them. A section made only of such lines copies the prompt, in whole or in part; a forced skeleton
+    (`analysis_guidance: sections`) invites exactly that."""
+    lines: set[str] = set()
+    for template in ANALYSIS_TEMPLATES.values():
+        fmt = re.split(r"output format", template, maxsplit=1, flags=re.IGNORECASE)[-1]
+        fmt = fmt[: fmt.rfind("\n\nHere ")]
+        for line in fmt.splitlines()[1:]:
+            heading = _match_heading(line)
+            if heading is not None and not heading[1]:  # a heading line: its parenthetical notes only
+                notes = _PARENTHETICAL_RE.findall(line)
+                lines.update(_line_norm(n) for n in notes)
+                lines.add(_line_norm(" ".join(notes)))
+            else:
+                lines.add(_line_norm(line))
+        for content in _split_sections(fmt).values():
+            lines.update(_line_norm(line) for line in content.splitlines())
+    return frozenset(line for line in lines if line)
+
+
+_PLACEHOLDER_LINES = _template_placeholder_lines()
+
+
+def _copies_template(content: str) -> bool:
+    """Whether a section's text is only lines of the prompt's output format (or nothing)."""
+    return all(_line_norm(line) in _PLACEHOLDER_LINES for line in content.splitlines() if _line_norm(line))
+
+
+def template_copies(text: str) -> list[str]:
+    """The sections (prompt titles, e.g. "Success Factors") whose text only repeats the analysis prompt's
+    placeholder text: what `parse_meta_experience` counts as empty although the policy wrote something there.
+    Reads the first MAX_PARSE_CHARS characters, as the parser does."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, got {type(text).__name__}")
+    sections = _split_sections(text[:MAX_PARSE_CHARS])
+    return [_SECTION_TITLES[key] for key, content in sections.items() if content.strip() and (
+        _norm_ws(content) in _PLACEHOLDERS.get(key, ()) or _copies_template(content))]
+
 
 def parse_meta_experience(text: str) -> ParsedExperience:
     """Parse the policy's analysis into its sections.
@@ -376,7 +429,9 @@ def parse_meta_experience(text: str) -> ParsedExperience:
     bullet) or, without bullets, one per non-empty line.
 
     Failure Point, Success Factors, Reflective Summary and at least one heuristic are required (the latent
-    cognitive pattern is optional); a section that only repeats the prompt's placeholder text counts as empty.
+    cognitive pattern is optional); a section that only repeats the prompt's placeholder text counts as empty,
+    as does one made only of lines copied from the prompt's output format, however bulleted or emphasised
+    (`_copies_template`), and a heuristic that is such a line is dropped.
     Only the first MAX_PARSE_CHARS characters are read.
 
     Raises MetaExperienceFormatError (a ValueError) and nothing else for any str input; TypeError for non-str.
@@ -384,11 +439,12 @@ def parse_meta_experience(text: str) -> ParsedExperience:
     if not isinstance(text, str):
         raise TypeError(f"expected str, got {type(text).__name__}")
     sections = _split_sections(text[:MAX_PARSE_CHARS])
-    for key, placeholders in _PLACEHOLDERS.items():
-        if key in sections and _norm_ws(sections[key]) in placeholders:
+    for key in sections:
+        if _norm_ws(sections[key]) in _PLACEHOLDERS.get(key, ()) or _copies_template(sections[key]):
             sections[key] = ""
     heuristics = [
-        h for h in _split_heuristics(sections.get(_HEURISTICS, "")) if _norm_ws(h) not in _HEURISTIC_PLACEHOLDERS
+        h for h in _split_heuristics(sections.get(_HEURISTICS, ""))
+        if _norm_ws(h) not in _HEURISTIC_PLACEHOLDERS and _line_norm(h) not in _PLACEHOLDER_LINES
     ]
 
     missing = [_SECTION_TITLES[k] for k in _REQUIRED if k not in sections]
