@@ -4,11 +4,12 @@ Generation is replaced by a deterministic stand-in that depends only on a rollou
 so a 1-process and a 2-process run see the same rollouts, analyses and replays for the same global batch; every
 analysis is judged parsed and the replays verify for every other text, so meta-experiences are kept.
 Each rank writes `rank{R}.json`: its generate-call count, NLL forward count, losses, the advantages of its rows
-keyed by global row, and the final weights (gathered under ZeRO-3 and FSDP) as a checksum, a sample of each tensor
-and their largest change from the initial weights.
+keyed by global row (a number per rollout, or the list of its valid tokens' advantages when they are per token),
+and the final weights (gathered under ZeRO-3 and FSDP) as a checksum, a sample of each tensor and their largest
+change from the initial weights.
 
-Usage: python -m tests.mp_run MODEL_DIR OUTPUT_DIR GLOBAL_BATCH [--algorithm A] [--lora] [--checkpointing]
-       [--nan-at-step N] [--max-steps N]
+Usage: python -m tests.mp_run MODEL_DIR OUTPUT_DIR GLOBAL_BATCH [--algorithm A] [--beta B] [--lora]
+       [--checkpointing] [--nan-at-step N] [--max-steps N]
 """
 
 import argparse
@@ -37,6 +38,7 @@ def parse(argv):
     parser.add_argument("output_dir")
     parser.add_argument("global_batch", type=int)
     parser.add_argument("--algorithm", default="grpo")
+    parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient (in the reward under reinforce_pp*)")
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--checkpointing", action="store_true")
     parser.add_argument("--nan-at-step", type=int, default=0, help="make the loss of this optimizer step NaN")
@@ -78,7 +80,9 @@ def main(argv=None) -> int:
         output = original_generate_and_score(self, inputs)
         if self.model.training:
             start = self.accelerator.process_index * len(inputs)
-            advantages.append({start + i: a for i, a in enumerate(output["advantages"].tolist())})
+            values, mask = output["advantages"], output["completion_mask"].bool()
+            rows = values.tolist() if values.dim() == 1 else [row[m].tolist() for row, m in zip(values, mask)]
+            advantages.append({start + i: a for i, a in enumerate(rows)})
         return output
 
     MELTrainer._generate_and_score_completions = recording_advantages
@@ -103,7 +107,7 @@ def main(argv=None) -> int:
     config = make_config(
         Path(args.output_dir).parent, output_dir=args.output_dir, max_steps=args.max_steps, learning_rate=1e-2,
         per_device_train_batch_size=args.global_batch // world, max_pairs_per_prompt=2, loss_type="grpo",
-        shuffle_dataset=False, algorithm=args.algorithm, gradient_checkpointing=args.checkpointing,
+        shuffle_dataset=False, algorithm=args.algorithm, beta=args.beta, gradient_checkpointing=args.checkpointing,
     )
     peft_config = RunArguments(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0).peft_config() \
         if args.lora else None

@@ -25,18 +25,21 @@ def launch(command, output_dir):
 
 
 # the base algorithms whose advantages the trainer computes on the gathered batch and slices back (grpo keeps
-# TRL's own, which TRL slices)
-@pytest.fixture(scope="module", params=["reinforce_pp", "reinforce_pp_baseline", "rft"])
+# TRL's own, which TRL slices); reinforce_pp* per token, over completion masks of different widths per process,
+# reinforce_pp with the KL to the reference in its token rewards (beta), which makes them differ along a row
+@pytest.fixture(scope="module", params=[("reinforce_pp", 0.1), ("reinforce_pp_baseline", 0.0), ("rft", 0.0)],
+                ids=["reinforce_pp", "reinforce_pp_baseline", "rft"])
 def runs(request, tiny_model_dir, tmp_path_factory):
-    algorithm = request.param
+    algorithm, beta = request.param
     base = tmp_path_factory.mktemp(f"distributed-{algorithm}")
+    options = ["--algorithm", algorithm, "--beta", beta]
     single = launch([sys.executable, "-m", "tests.mp_run", tiny_model_dir, base / "one" / "run", GLOBAL_BATCH,
-                     "--algorithm", algorithm], base / "one" / "run")
+                     *options], base / "one" / "run")
     accelerate_config = preset_path("accelerate/cpu_2proc.yaml")
     double = launch(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
          "--main_process_port", str(free_port()), "-m", "tests.mp_run", tiny_model_dir, str(base / "two" / "run"),
-         str(GLOBAL_BATCH), "--algorithm", algorithm],
+         str(GLOBAL_BATCH), *map(str, options)],
         base / "two" / "run",
     )
     return single, double
@@ -67,16 +70,26 @@ def test_ranks_do_the_same_work_and_end_with_the_same_parameters(runs):
     assert rank0["param_hash"] == rank1["param_hash"]
 
 
-def test_each_process_gets_its_rows_of_the_one_process_advantages(runs):
+def test_each_process_gets_its_rows_of_the_one_process_advantages(runs, request):
     single, double = runs
+    algorithm, beta = request.node.callspec.params["runs"]
     (one,), (rank0, rank1) = ranks(single), ranks(double)
     assert len(one["advantages"]) == len(rank0["advantages"]) == len(rank1["advantages"]) == 2
+    per_token = algorithm.startswith("reinforce_pp")  # a list per row: the advantages of its valid tokens
     for whole, first, second in zip(one["advantages"], rank0["advantages"], rank1["advantages"]):
         assert len(first) == len(second) == GLOBAL_BATCH // 2 and not first.keys() & second.keys()
         merged = {**first, **second}
         assert merged.keys() == whole.keys()
-        assert [merged[row] for row in whole] == pytest.approx([whole[row] for row in whole], abs=1e-6)
-    assert any(abs(a) > 1e-6 for batch in one["advantages"] for a in batch.values())
+        if per_token:
+            assert [len(merged[row]) for row in whole] == [len(whole[row]) for row in whole]
+            got, expected = [a for row in whole for a in merged[row]], [a for row in whole for a in whole[row]]
+        else:
+            got, expected = [merged[row] for row in whole], [whole[row] for row in whole]
+        assert got == pytest.approx(expected, abs=1e-6)
+    rows = [row if per_token else [row] for batch in one["advantages"] for row in batch.values()]
+    assert any(abs(a) > 1e-6 for row in rows for a in row)
+    if per_token:  # the KL of later tokens makes a row's advantages differ (the policy leaves the reference at step 2)
+        assert any(max(row) - min(row) > 1e-6 for row in rows) == (beta > 0)
 
 
 def test_loss_and_parameters_match_one_process(runs):

@@ -355,3 +355,46 @@ def test_validation_lines_follow_their_step_in_metrics(tiny_model_dir, tmp_path)
     assert [(line["step"], "reward_mean" in line) for line in lines] == [(1, True), (1, False), (2, True), (2, False)]
     assert all(0.0 <= lines[i]["eval/arith/pass@1"] <= 1.0 for i in (1, 3))
     assert "eval/average/pass@1" in lines[1]
+
+
+def test_reinforce_pp_puts_the_kl_in_the_token_rewards_and_not_in_the_loss(tiny_model_dir, tmp_path):
+    """beta > 0: per-token advantages from the outcome reward minus beta x k1(sampling policy, reference), TRL's
+    (B, T) advantages path, and a loss without TRL's own KL term (reinforce_pp_baseline shares the path)."""
+    from melrl.method.algorithms import compute_advantages, kl_penalty
+
+    algorithm = "reinforce_pp"
+    trainer = make_trainer(tiny_model_dir, tmp_path, algorithm=algorithm, beta=0.5, meta_experience=False)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    with torch.no_grad():  # move the policy away from the reference, so that the KL is not 0
+        for param in trainer.model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    seen = []
+    original = trainer._gather_rollouts
+    trainer._gather_rollouts = lambda rows: seen.append(original(rows)) or seen[-1]
+    rows = [dict(trainer.train_dataset[i // 4]) for i in range(8)]  # 2 prompts x G = 4
+    output = trainer._generate_and_score_completions(rows)
+    mask = output["completion_mask"]
+    assert output["advantages"].shape == mask.shape and output["advantages"][mask == 0].abs().sum() == 0
+    input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+    attention_mask = torch.cat([output["prompt_mask"], mask], dim=1)
+    width = mask.size(1)
+    with torch.no_grad():
+        policy, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, attention_mask, width)
+        reference, _, _ = trainer._get_per_token_logps_and_entropies(trainer.ref_model, input_ids, attention_mask,
+                                                                     width)
+    token_kl = kl_penalty(policy, reference) * mask
+    assert token_kl[mask.bool()].abs().min() > 0
+    rewards = trainer._total_rewards(seen[0].rewards)
+    expected = compute_advantages(rewards, 4, algorithm, response_mask=mask, token_kl=token_kl, kl_coef=0.5)
+    torch.testing.assert_close(output["advantages"], expected, rtol=1e-4, atol=1e-5)
+    without_kl = compute_advantages(rewards, 4, algorithm, response_mask=mask)
+    assert (output["advantages"] - without_kl).abs().max() > 1e-3
+    assert trainer._metrics["train"]["kl_in_reward"] == [pytest.approx(token_kl.sum().item() / mask.sum().item())]
+
+    loss = trainer._compute_loss(trainer.model, output)
+    assert trainer.beta == 0.5  # restored after the loss
+    shifted = {**output, "ref_per_token_logps": output["ref_per_token_logps"] + 3.0}
+    assert torch.equal(trainer._compute_loss(trainer.model, shifted), loss)  # TRL's KL term is off
+    trainer.beta = 0.0
+    assert torch.equal(GRPOTrainer._compute_loss(trainer, trainer.model, output), loss)

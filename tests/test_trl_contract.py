@@ -22,12 +22,19 @@ METHODS = {
     "_generate_single_turn": ["prompt_ids", "images", "multimodal_fields", "num_generations",
                               "has_tool_images"],  # called with 4 positional arguments
     "_tokenize_prompts": ["prompts"],  # called; returns (prompt_ids, images, multimodal_fields)
+    "_get_per_token_logps_and_entropies": [  # called (model, input_ids, attention_mask, logits_to_keep, batch_size=)
+        "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy", "compute_aux_loss",
+        "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
+        "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids"],
     "training_step": ["model", "inputs", "num_items_in_batch"],  # overridden
 }
 
 # attributes of a built GRPOTrainer that MELTrainer reads or sets
 ATTRIBUTES = ["num_generations", "reward_func_names", "reward_weights", "eos_token_ids", "use_vllm",
-              "generation_config", "generation_kwargs", "temperature", "_metrics", "_step", "_tokenizer"]
+              "generation_config", "generation_kwargs", "temperature", "_metrics", "_step", "_tokenizer", "beta",
+              "ref_model",
+              # read by the guided analyses' own generate call (melrl.training.generation._guided_generate)
+              "model_wrapped", "pad_to_multiple_of", "_dist"]
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -46,6 +53,24 @@ def test_vllm_generation_has_a_completion_budget():
     # `melrl.training.generation.generation_budget` sets it around the analysis and replay calls on the vLLM path
     assert "max_completion_length" in inspect.signature(VLLMGeneration.__init__).parameters
     assert "self.max_completion_length = max_completion_length" in inspect.getsource(VLLMGeneration.__init__)
+
+
+def test_vllm_generation_reads_its_structured_outputs_regex_at_each_call():
+    # `melrl.training.generation.structured_outputs` sets it around the guided analysis call on the vLLM path
+    assert "structured_outputs_regex" in inspect.signature(VLLMGeneration.__init__).parameters
+    assert "self.structured_outputs_regex = structured_outputs_regex" in inspect.getsource(VLLMGeneration.__init__)
+    generate = inspect.getsource(VLLMGeneration.generate)
+    assert '"structured_outputs_regex": self.structured_outputs_regex' in generate  # server mode
+    assert "StructuredOutputsParams(regex=self.structured_outputs_regex)" in generate  # colocate mode
+
+
+def test_guided_generation_uses_trls_generation_contexts():
+    # `_guided_generate` generates as `_generate_single_turn`'s transformers branch does; these are its contexts
+    source = inspect.getsource(GRPOTrainer._generate_single_turn)
+    for needle in ("unwrap_model_for_generation(", "gather_deepspeed3_params=self.args.ds3_gather_for_generation",
+                   "generation_kwargs=self.generation_kwargs", "self._dist.summon_full_params(self.model_wrapped",
+                   'padding_side="left"', "generation_config=self.generation_config"):
+        assert needle in source, needle
 
 
 def test_grpo_loss_is_scaled_for_gradient_accumulation():
@@ -91,3 +116,17 @@ def test_grpo_output_and_fused_head_give_what_mel_reads(tiny_model_dir, tmp_path
     labels = torch.tensor([[-100, -100, 7, 8]])
     fused = trainer.model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, fused_lm_head=True)
     assert fused.log_probs.shape == (1, 3) and fused.log_probs[0, 0] == 0  # label -100 scores 0
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_grpo_loss_takes_per_token_advantages(tiny_model_dir, tmp_path, level):
+    # reinforce_pp* hand TRL (B, T) advantages: TRL unsqueezes (B,) only, so row-constant (B, T) advantages give the
+    # loss of their (B,) rows
+    from tests.test_trainer import loss_inputs, make_trainer
+
+    trainer = make_trainer(tiny_model_dir, tmp_path, importance_sampling_level=level, loss_type="grpo")
+    inputs = loss_inputs(trainer)
+    per_rollout = GRPOTrainer._compute_loss(trainer, trainer.model, inputs)
+    per_token = inputs["advantages"].unsqueeze(1) * inputs["completion_mask"]
+    assert torch.equal(GRPOTrainer._compute_loss(trainer, trainer.model, {**inputs, "advantages": per_token}),
+                       per_rollout)

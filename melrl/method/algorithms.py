@@ -65,57 +65,130 @@ def context_and_target_rows(
 
 
 ADVANTAGE_METHODS = ("grpo", "reinforce_pp", "reinforce_pp_baseline", "rft")
+TOKEN_LEVEL_METHODS = ("reinforce_pp", "reinforce_pp_baseline")  # per-token advantages; need the response mask
+WHITEN_EPS = 1e-8  # verl's `masked_whiten`: added to the (unbiased) variance, under the square root
+
+
+def kl_penalty(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token KL estimate of the in-reward penalty: k1, log pi(y_t) - log pi_ref(y_t).
+
+    verl's default `algorithm.kl_penalty: kl` (and OpenRLHF's default `kl_estimator: k1`); `logps` are the sampling
+    policy's (verl's `old_log_probs`), so the penalty is a constant of the update. (B, T) -> (B, T).
+    """
+    return logps.float() - ref_logps.float()
 
 
 def compute_advantages(
-    rewards: torch.Tensor, group_size: int, method: str, eps: float = 1e-4, scale: bool = True
+    rewards: torch.Tensor,
+    group_size: int,
+    method: str,
+    response_mask: torch.Tensor | None = None,
+    eps: float = 1e-4,
+    scale: bool = True,
+    token_kl: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
 ) -> torch.Tensor:
     """Advantages of a global batch of rollouts.
 
     Args:
-        rewards: (B,) one scalar reward per rollout, B = n_prompts × group_size, each prompt's `group_size`
-            rollouts consecutive. Gather it over all processes first: `reinforce_pp*` whiten over the whole batch.
+        rewards: (B,) one scalar (outcome) reward per rollout, B = n_prompts × group_size, each prompt's
+            `group_size` rollouts consecutive. Gather it over all processes first: `reinforce_pp*` whiten over the
+            whole batch.
         group_size: rollouts per prompt (G).
         method:
             - `grpo`: r minus its group mean, divided by the group std (+ `eps`), as TRL does (`scale=False`:
               no division, Dr. GRPO's choice);
-            - `reinforce_pp`: whitened over the global batch, (r - mean) / (std + eps), no group baseline;
-            - `reinforce_pp_baseline`: group mean subtracted, then whitened over the global batch;
-            - `rft`: 1 for correct rollouts (reward >= 1), 0 otherwise.
-        eps: added to every standard deviation.
+            - `rft`: 1 for correct rollouts (reward >= 1), 0 otherwise;
+            - `reinforce_pp` (REINFORCE++, verl's `compute_reinforce_plus_plus_outcome_advantage`): token rewards
+              are the outcome reward at the row's last valid token minus `kl_coef` × `token_kl` at every valid
+              token; the return at token t is the sum of the token rewards from t to the end (gamma = 1); the
+              returns are whitened over every valid token of the batch (masked mean, unbiased masked variance,
+              (x - mean) / sqrt(var + 1e-8)), so a longer response weighs more;
+            - `reinforce_pp_baseline` (verl's `compute_reinforce_plus_plus_baseline_outcome_advantage`): each row's
+              score (the sum of its token rewards: outcome reward minus `kl_coef` × its summed KL) minus its group's
+              mean score (0 for a group of one), the same at every valid token, whitened over the valid tokens as
+              above.
+        response_mask: (B, T) 1 on the valid response tokens, a prefix of each row (as TRL's `completion_mask`).
+            Required by `reinforce_pp*`; with it `grpo` and `rft` broadcast their (B,) advantages over it.
+        eps: added to the group standard deviation of `grpo` (TRL's 1e-4). `reinforce_pp*` use the reference's
+            `WHITEN_EPS` under the square root instead.
+        scale: `grpo` only: divide by the group standard deviation.
+        token_kl: (B, T) per-token KL estimate (`kl_penalty`), `reinforce_pp*` only; used when `kl_coef` != 0.
+        kl_coef: coefficient (beta) of the KL penalty in the token rewards.
 
     Returns:
-        (B,) advantages, in the order of `rewards`. Standard deviations are unbiased (Bessel), as TRL's.
+        (B, T) per-token advantages (0 outside the mask) when `response_mask` is given, else (B,) — in the order of
+        `rewards`. Standard deviations are unbiased (Bessel), as TRL's and verl's. Whitening a batch with fewer than
+        two valid tokens gives zeros (verl raises).
     """
     if rewards.dim() != 1:
         raise ValueError(f"rewards must have shape (B,), got {tuple(rewards.shape)}")
     if group_size < 1 or rewards.numel() % group_size:
         raise ValueError(f"batch of {rewards.numel()} rewards is not a whole number of groups of {group_size}")
+    if method not in ADVANTAGE_METHODS:
+        raise ValueError(f"unknown advantage method {method!r}; choose one of {ADVANTAGE_METHODS}")
+    if response_mask is not None and (response_mask.dim() != 2 or response_mask.size(0) != rewards.numel()):
+        raise ValueError(f"response_mask must have shape (B={rewards.numel()}, T), got {tuple(response_mask.shape)}")
+    if method in TOKEN_LEVEL_METHODS:
+        if response_mask is None:
+            raise ValueError(f"{method} computes per-token advantages: pass the (B, T) response_mask")
+        return _reinforce_pp(rewards, group_size, response_mask, method == "reinforce_pp_baseline", token_kl,
+                             kl_coef)
+    if token_kl is not None or kl_coef:
+        raise ValueError(f"{method} takes no in-reward KL (token_kl, kl_coef): only {TOKEN_LEVEL_METHODS} do")
     rewards = rewards.float()
-    grouped = rewards.view(-1, group_size)  # (n_prompts, G)
     if method == "grpo":
-        centred = grouped - grouped.mean(dim=1, keepdim=True)
+        grouped = rewards.view(-1, group_size)  # (n_prompts, G)
+        advantages = grouped - grouped.mean(dim=1, keepdim=True)
         if scale:
-            centred = centred / (_std(grouped, dim=1) + eps)
-        return centred.reshape(-1)
-    if method == "reinforce_pp":
-        return _whiten(rewards, eps)
-    if method == "reinforce_pp_baseline":
-        return _whiten((grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1), eps)
-    if method == "rft":
-        return (rewards >= 1.0 - 1e-6).float()
-    raise ValueError(f"unknown advantage method {method!r}; choose one of {ADVANTAGE_METHODS}")
+            advantages = advantages / (_std(grouped, dim=1) + eps)
+        advantages = advantages.reshape(-1)
+    else:  # rft
+        advantages = (rewards >= 1.0 - 1e-6).float()
+    if response_mask is None:
+        return advantages
+    return torch.where(response_mask.bool(), advantages.to(response_mask.device).unsqueeze(1), 0.0)
 
 
-def _std(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    n = x.numel() if dim is None else x.size(dim)
-    if n < 2:
-        return torch.zeros(()) if dim is None else torch.zeros(x.shape[:dim] + (1,) + x.shape[dim + 1 :])
-    return x.std() if dim is None else x.std(dim=dim, keepdim=True)
+def _reinforce_pp(rewards, group_size, mask, baseline, token_kl, kl_coef) -> torch.Tensor:
+    mask = mask.float()
+    rewards = rewards.float().to(mask.device)
+    token_rewards = torch.zeros_like(mask)
+    if kl_coef:
+        if token_kl is None or token_kl.shape != mask.shape:
+            raise ValueError(f"kl_coef = {kl_coef} needs token_kl of the response_mask's shape {tuple(mask.shape)}")
+        token_rewards = -kl_coef * torch.where(mask.bool(), token_kl.float().to(mask.device), 0.0)
+    # the outcome reward sits at each row's last valid token (a row without one gets none)
+    width = mask.size(1)
+    last = width - 1 - mask.flip(1).argmax(dim=1)  # (B,)
+    has_tokens = mask.sum(dim=1) > 0
+    rows = torch.arange(mask.size(0), device=mask.device)
+    token_rewards[rows[has_tokens], last[has_tokens]] += rewards[has_tokens]
+    if baseline:
+        scores = token_rewards.sum(dim=1).view(-1, group_size)  # (n_prompts, G)
+        if group_size > 1:  # verl: a group of one has baseline 0
+            scores = scores - scores.mean(dim=1, keepdim=True)
+        values = scores.reshape(-1, 1) * mask  # (B, T): the centred score at every valid token
+    else:
+        values = token_rewards.flip(1).cumsum(dim=1).flip(1)  # return-to-go, gamma = 1
+    return torch.where(mask.bool(), _masked_whiten(values, mask), 0.0)
 
 
-def _whiten(x: torch.Tensor, eps: float) -> torch.Tensor:
-    return (x - x.mean()) / (_std(x) + eps)
+def _masked_whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """verl's `masked_whiten`: mean and unbiased variance over the masked entries, (x - mean) / sqrt(var + 1e-8)."""
+    count = mask.sum()
+    if count < 2:
+        return torch.zeros_like(values)
+    mean = torch.where(mask.bool(), values, 0.0).sum() / (count + 1e-8)
+    centred = values - mean
+    var = torch.where(mask.bool(), centred**2, 0.0).sum() / (count + 1e-8) * count / (count - 1)
+    return centred * torch.rsqrt(var + WHITEN_EPS)
+
+
+def _std(grouped: torch.Tensor, dim: int) -> torch.Tensor:
+    if grouped.size(dim) < 2:
+        return torch.zeros(grouped.shape[:dim] + (1,) + grouped.shape[dim + 1 :])
+    return grouped.std(dim=dim, keepdim=True)
 
 
 def rft_loss_sum(per_token_logps: torch.Tensor, mask: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:

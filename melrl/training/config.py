@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from melrl.method import guidance
 from melrl.method.algorithms import ADVANTAGE_METHODS, NLL_AVERAGES
 from melrl.method.meta_phase import EXPERIENCE_FILTERS
 from melrl.method.prompts import ANALYSIS_TEMPLATES, SOLVE_TEMPLATES
@@ -18,9 +19,11 @@ class MELConfig(GRPOConfig):
 
     Base algorithm:
         algorithm (`str`, defaults to `"grpo"`): `grpo` (TRL's group-normalised advantages and `loss_type`),
-            `reinforce_pp` (rewards whitened over the global batch), `reinforce_pp_baseline` (group mean
-            subtracted, then whitened over the global batch) or `rft` (NLL of the correct rollouts, normalised by
-            their token count). Each combines with `meta_experience` on or off.
+            `reinforce_pp` (REINFORCE++ as verl: per-token returns of the outcome reward, minus `beta` x k1 KL per
+            token when `beta` > 0, whitened over the valid tokens of the global batch), `reinforce_pp_baseline`
+            (group mean of the scores subtracted, then whitened the same way) or `rft` (NLL of the correct
+            rollouts, normalised by their token count). Under `reinforce_pp*`, `beta` is the in-reward KL
+            coefficient and TRL's KL loss term is off. Each combines with `meta_experience` on or off.
 
     Meta-experience:
         meta_experience (`bool`, defaults to `True`): run construction, replay validation and internalization.
@@ -34,6 +37,12 @@ class MELConfig(GRPOConfig):
         pair_seed (`int` or `None`): seed of the pair choice; `None` uses `seed`.
         analysis_prompt (`str`, defaults to `"paper"`): the analysis instruction I: `paper` (Appendix C's
             Meta-Experience Prompt, verbatim) or `compact` (ours: shorter, one markdown heading per part of M).
+        analysis_guidance (`str`, defaults to `"none"`): `none` (the paper's: the analysis is generated freely) or
+            `sections` (ours, beyond the paper: the analysis is constrained by a grammar to the prompt's output
+            skeleton, its heading lines verbatim and in order with free text between them, each section at most
+            its share of `analysis_max_new_tokens` at 3 characters a token; `melrl.method.guidance`). Through
+            vLLM's structured outputs on vLLM, through xgrammar's logits processor on transformers (needs the
+            `guidance` extra).
         experience_filter (`str`, defaults to `"replay"`): what sends a meta-experience to replay: `replay` (the
             paper's: every one; replay alone decides) or `format` (ours: only those that were not truncated and
             whose sections parse).
@@ -66,6 +75,9 @@ class MELConfig(GRPOConfig):
     analysis_prompt: str = field(
         default="paper", metadata={"help": f"Analysis prompt: one of {sorted(ANALYSIS_TEMPLATES)} (paper: Appendix C)."}
     )
+    analysis_guidance: str = field(
+        default="none", metadata={"help": f"Analysis guidance: one of {guidance.GUIDANCE_MODES} (none: the paper's)."}
+    )
     experience_filter: str = field(
         default="replay", metadata={"help": f"What is replayed: one of {EXPERIENCE_FILTERS} (replay: the paper's)."}
     )
@@ -90,6 +102,12 @@ class MELConfig(GRPOConfig):
             raise ValueError(f"prompt_template: {self.prompt_template!r} is not one of {sorted(SOLVE_TEMPLATES)}")
         if self.analysis_prompt not in ANALYSIS_TEMPLATES:
             raise ValueError(f"analysis_prompt: {self.analysis_prompt!r} is not one of {sorted(ANALYSIS_TEMPLATES)}")
+        if self.analysis_guidance not in guidance.GUIDANCE_MODES:
+            raise ValueError(f"analysis_guidance: {self.analysis_guidance!r} is not one of {guidance.GUIDANCE_MODES}")
+        if (self.analysis_guidance == "sections" and self.meta_experience and not self.use_vllm
+                and not guidance.xgrammar_available()):
+            raise ValueError("analysis_guidance: sections generates analyses with xgrammar's logits processor on the "
+                             f"transformers path, and xgrammar is not installed: {guidance.INSTALL_HINT}")
         if self.experience_filter not in EXPERIENCE_FILTERS:
             raise ValueError(f"experience_filter: {self.experience_filter!r} is not one of {EXPERIENCE_FILTERS}")
         if self.max_pairs_per_prompt < 1:

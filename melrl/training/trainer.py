@@ -9,6 +9,9 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited unchanged):
    on the engine that made the rollouts.
 3. **Advantages.** For `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` TRL's advantages are
    replaced by `melrl.method.algorithms.compute_advantages` on the global batch; `rft` trains with its own loss.
+   `reinforce_pp*` (REINFORCE++ as verl) give (B, T) per-token advantages, whitened over the valid tokens of all
+   processes (completion masks gathered, padded to a common width); with `beta` > 0 the k1 KL between the sampling
+   policy and the reference is a penalty in the token rewards, and TRL's KL term of the loss is off for them.
 4. **The NLL term.** `_compute_loss` adds `mel_coef` x the mean NLL of the kept meta-experiences (paper Eq. 7),
    each conditioned on its analysis prompt [I, x, y+, y-]. It takes its own backward pass first (but under LOMO
    and ZeRO-1/2), so that the micro-step's memory peak stays that of a plain update.
@@ -20,15 +23,19 @@ Run files (`metrics.jsonl`, `experiences.jsonl`, checkpoint markers) are written
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager, nullcontext
 
 import torch
 from accelerate.utils import DistributedType, gather_object
 from transformers.training_args import OptimizerNames
 from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
 
 from melrl.method.algorithms import (
+    TOKEN_LEVEL_METHODS,
     compute_advantages,
     context_and_target_rows,
+    kl_penalty,
     meta_experience_weights,
     rft_loss_sum,
     sequence_mean_nll,
@@ -38,7 +45,7 @@ from melrl.method.experience import select_pairs
 from melrl.method.meta_phase import MetaExperienceJob, build_jobs, is_replay_candidate, judge_analysis
 from melrl.method.prompts import ANSWER_FORMAT, render
 from melrl.training.config import MELConfig
-from melrl.training.generation import Rollouts, generate_distributed
+from melrl.training.generation import Rollouts, analysis_guidance, generate_distributed
 from melrl.training.rewards import make_accuracy_reward
 from melrl.training.run_files import CheckpointMarkerCallback, RunFilesCallback
 from melrl.verify.verifier import verify_batch
@@ -144,19 +151,68 @@ class MELTrainer(GRPOTrainer):
     # ---------------------------------------------------------------- 3. advantages
 
     def _replace_advantages(self, output: dict, rollouts: Rollouts) -> None:
-        """Advantages of the base algorithm, computed on the global batch and sliced back to this process."""
+        """Advantages of the base algorithm, computed on the global batch and sliced back to this process: (B,)
+        for `rft`, (B, T) per-token for `reinforce_pp*` (the completion masks, and the in-reward KL when `beta` is
+        set, gathered from every process, padded to a common width)."""
         algorithm = self.args.algorithm
         rewards = (torch.tensor(rollouts.correct, dtype=torch.float32) if algorithm == "rft"
                    else self._total_rewards(rollouts.rewards))
-        advantages = compute_advantages(rewards, self.num_generations, algorithm)
+        device = output["advantages"].device
         local = output["advantages"].size(0)
-        start = self.accelerator.process_index * local
-        output["advantages"] = advantages[start : start + local].to(output["advantages"].device)
+        rows = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
+        if algorithm in TOKEN_LEVEL_METHODS:
+            mask = output["completion_mask"]  # (B, T); T differs between processes
+            token_kl = kl_penalty(self._sampling_log_probs(output), output["ref_per_token_logps"]) * mask \
+                if self._kl_in_reward else None
+            global_mask = self._gather_padded(mask)
+            global_kl = self._gather_padded(token_kl) if token_kl is not None else None
+            advantages = compute_advantages(rewards.to(device), self.num_generations, algorithm,
+                                            response_mask=global_mask, token_kl=global_kl, kl_coef=self.beta)
+            output["advantages"] = advantages[rows, : mask.size(1)].contiguous()
+            if global_kl is not None:
+                kl = (global_kl * global_mask).sum() / global_mask.sum().clamp(min=1)
+                self._metrics["train"]["kl_in_reward"].append(kl.item())
+            return
+        advantages = compute_advantages(rewards, self.num_generations, algorithm)
+        output["advantages"] = advantages[rows].to(device)
         if algorithm == "rft":
             correct_rows = output["advantages"]  # (B,) 1 for a correct rollout
             output["rft_correct"] = correct_rows
             local_tokens = (output["completion_mask"].sum(dim=1) * correct_rows).sum().reshape(1)
             output["rft_tokens"] = self.accelerator.gather(local_tokens).sum()  # scalar: kept whole by the split
+
+    @property
+    def _kl_in_reward(self) -> bool:
+        """REINFORCE++ with `beta` != 0: the KL to the reference is a penalty in the token rewards, and TRL's KL term
+        of the loss is off (it would count it twice)."""
+        return self.args.algorithm in TOKEN_LEVEL_METHODS and self.beta != 0.0
+
+    def _gather_padded(self, tensor: torch.Tensor) -> torch.Tensor:
+        """(B, T) rows of every process, right-padded with 0 to the widest T: (B x processes, T_max)."""
+        return self.accelerator.gather(self.accelerator.pad_across_processes(tensor, dim=1, pad_index=0))
+
+    def _sampling_log_probs(self, output: dict) -> torch.Tensor:
+        """(B, T) log-probabilities of the completions under the policy that sampled them (verl's `old_log_probs`):
+        TRL's `old_per_token_logps` when it computed them, else one no-grad forward pass (text-only inputs)."""
+        if output.get("old_per_token_logps") is not None:
+            return output["old_per_token_logps"]
+        completion_ids = output["completion_ids"]
+        input_ids = torch.cat([output["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, completion_ids.size(1),
+                batch_size=self.args.per_device_train_batch_size)
+        return logps
+
+    @contextmanager
+    def _without_kl_loss(self):
+        """TRL's loss without its KL term (`beta` read as 0), for an update whose KL is in the advantages."""
+        beta, self.beta = self.beta, 0.0
+        try:
+            yield
+        finally:
+            self.beta = beta
 
     # ---------------------------------------------------------------- 2. the meta-experience phase
 
@@ -175,7 +231,7 @@ class MELTrainer(GRPOTrainer):
                               self.processing_class, args.analysis_max_prompt_length,
                               analysis_prompt=args.analysis_prompt)
             analyses = generate_distributed(self, [job.analysis_prompt_ids for job in jobs],
-                                                  args.analysis_max_new_tokens)
+                                            args.analysis_max_new_tokens, guidance=analysis_guidance(self))
             for job, generated in zip(jobs, analyses, strict=True):
                 job.analysis_ids = generated
                 job.analysis = self.processing_class.decode(generated, skip_special_tokens=True)
@@ -256,7 +312,9 @@ class MELTrainer(GRPOTrainer):
         if self.args.algorithm == "rft" and "rft_correct" in inputs:
             loss = self._rft_loss(model, inputs)
         else:
-            loss = super()._compute_loss(model, inputs)
+            # (B, T) advantages under reinforce_pp*: TRL's loss uses them as they are (it unsqueezes only (B,))
+            with self._without_kl_loss() if self._kl_in_reward and self.model.training else nullcontext():
+                loss = super()._compute_loss(model, inputs)
         if batch is None:
             return loss
         return loss + (mel_loss if own_backward else self._mel_loss(model, batch))
