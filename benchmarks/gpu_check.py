@@ -31,13 +31,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINES = {
-    "zero3": {"distributed_type": "DEEPSPEED", "deepspeed_config": {
-        "zero_stage": 3, "offload_optimizer_device": "none", "offload_param_device": "none",
-        "zero3_init_flag": False, "zero3_save_16bit_model": True}},
-    "fsdp": {"distributed_type": "FSDP", "fsdp_config": {
-        "fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "fsdp_cpu_ram_efficient_loading": False,
-        "fsdp_offload_params": False, "fsdp_reshard_after_forward": True, "fsdp_state_dict_type": "FULL_STATE_DICT"}},
+ENGINES = {  # the shipped kits on 1 process; the tiny model is loaded whole before the engine shards it
+    "zero3": ("deepspeed_zero3", {"zero3_init_flag": False}),
+    "fsdp": ("fsdp", {"fsdp_cpu_ram_efficient_loading": False}),
 }
 
 
@@ -109,6 +105,7 @@ def main() -> int:
         print(json.dumps(train(*args.train, args.device, args.vllm)))
         return 0
 
+    from melrl.cli import accelerate_kit
     from melrl.models import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="melrl-gpu-check-"))
@@ -118,12 +115,9 @@ def main() -> int:
         env["DS_ACCELERATOR"] = "cpu"
     worker = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--train", model_dir]
     paths = [("mel_bf16", worker + [str(work / "mel_bf16")])]
-    for engine, settings in ENGINES.items():
+    for engine, (kit, settings) in ENGINES.items():
         config = work / f"{engine}.yaml"
-        config.write_text(yaml.safe_dump({
-            "compute_environment": "LOCAL_MACHINE", "machine_rank": 0, "main_training_function": "main",
-            "mixed_precision": "no" if args.device == "cpu" else "bf16", "num_machines": 1, "num_processes": 1,
-            "rdzv_backend": "static", "same_network": True, "use_cpu": args.device == "cpu", **settings}))
+        config.write_text(yaml.safe_dump(accelerate_kit(kit, num_processes=1, use_cpu=args.device == "cpu", **settings)))
         paths.append((engine, [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
                                *worker[1:-1], model_dir, str(work / engine)]))
     paths.append(("eval", [sys.executable, "-m", "melrl", "eval", "--model", model_dir, "--benchmarks", "arith",

@@ -14,25 +14,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from melrl.cli import accelerate_kit
 from tests.helpers import free_port, max_difference
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (make setup installs it with the dev extra)")
 
 ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 8
-BASE = {"compute_environment": "LOCAL_MACHINE", "machine_rank": 0, "main_training_function": "main",
-        "mixed_precision": "no", "num_machines": 1, "num_processes": 2, "rdzv_backend": "static",
-        "same_network": True, "use_cpu": True}
+# the shipped kits, on 2 CPU processes; the model is loaded whole before the engine shards it
 ENGINES = {
-    "zero2": {"distributed_type": "DEEPSPEED", "deepspeed_config": {
-        "zero_stage": 2, "offload_optimizer_device": "none", "offload_param_device": "none",
-        "zero3_init_flag": False}},
-    "zero3": {"distributed_type": "DEEPSPEED", "deepspeed_config": {
-        "zero_stage": 3, "offload_optimizer_device": "none", "offload_param_device": "none",
-        "zero3_init_flag": False, "zero3_save_16bit_model": True}},
-    "fsdp": {"distributed_type": "FSDP", "fsdp_config": {
-        "fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "fsdp_cpu_ram_efficient_loading": False,
-        "fsdp_offload_params": False, "fsdp_reshard_after_forward": True, "fsdp_state_dict_type": "FULL_STATE_DICT"}},
+    "zero2": ("deepspeed_zero2", {}),
+    "zero3": ("deepspeed_zero3", {"zero3_init_flag": False}),
+    "fsdp": ("fsdp", {"fsdp_cpu_ram_efficient_loading": False}),
 }
 
 
@@ -43,7 +36,8 @@ def run(model_dir, out: Path, engine: str | None, *options: str) -> dict:
     if engine is not None:
         config = out / "accelerate.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(yaml.safe_dump({**BASE, **ENGINES[engine]}))
+        kit, settings = ENGINES[engine]
+        config.write_text(yaml.safe_dump(accelerate_kit(kit, num_processes=2, use_cpu=True, **settings)))
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
                    "--main_process_port", str(free_port()), *command[1:]]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
