@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model to train (name, folder or hub id)")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--eval-limit", type=int, default=48, help="held-out arith problems")
     parser.add_argument("--k", type=int, default=4, help="samples per problem for Avg@k and Pass@k")
     parser.add_argument("--temperature", type=float, default=0.7)
