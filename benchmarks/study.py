@@ -154,7 +154,34 @@ def markdown(results: dict) -> str:
                  f"{settings['steps']} training steps of 16 rollouts; Avg@{settings['k']}/Pass@{settings['k']} from "
                  f"{settings['k']} samples at temperature {settings['temperature']}, {settings['max_new_tokens']} new "
                  f"tokens; banks: {settings['bank_k']} retrieved meta-experiences per problem.")
+    seed_rows = per_seed_table(results)
+    if seed_rows:
+        lines += seed_rows + ["", f"Per seed: {metric_label(metrics[0])} / {metric_label(metrics[1])}; "
+                              "— where the run kept nothing, so it has no bank."]
     return "\n".join(lines) + "\n"
+
+
+def per_seed_table(results: dict) -> list[str]:
+    """One row per seed: greedy Pass@1 / Avg@k of every arm, and what the MEL run kept."""
+    records, seeds = results.get("records") or [], results["seeds"]
+    if not records:
+        return []
+    first, second = results["metrics"][:2]
+
+    def cell(arm: str, seed: int) -> str:
+        found = [r for r in records if r["arm"] == arm and r.get("seed") == seed and r.get("metrics")]
+        return (f"{100 * found[0]['metrics'][first]:.1f} / {100 * found[0]['metrics'][second]:.1f}"
+                if found else "—")
+
+    arms = ("GRPO", "MEL", "untrained + MEL bank", "MEL + own bank")
+    lines = ["", "| seed | " + " | ".join(arms) + " | MEL analyses: constructed / truncated / kept |",
+             "|---:|" + "---|" * (len(arms) + 1)]
+    for seed in seeds:
+        mel = next((r for r in records if r["arm"] == "MEL" and r.get("seed") == seed), {})
+        train = mel.get("train") or {}
+        lines.append(f"| {seed} | " + " | ".join(cell(arm, seed) for arm in arms)
+                     + f" | {train.get('constructed', 0)} / {train.get('truncated', 0)} / {mel.get('kept', 0)} |")
+    return lines
 
 
 def bank_arms(args, seed: int, run_dir: Path, trained, untrained_model) -> list[dict]:

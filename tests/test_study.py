@@ -81,3 +81,14 @@ def test_a_tiny_study_writes_its_results_and_resumes_without_retraining(study, t
     assert "MEL seed 0: evaluation found" in capsys.readouterr().out
     assert metrics_file.stat().st_mtime_ns == before
     assert json.loads((tmp_path / "out" / "results.json").read_text())["arms"] == results["arms"]
+
+
+def test_per_seed_table_shows_every_arm_and_what_mel_kept(study):
+    records = [{"arm": "GRPO", "seed": 0, "metrics": {"pass@1": 0.5, "avg@4": 0.25}},
+               {"arm": "MEL", "seed": 0, "kept": 2, "train": {"constructed": 7, "truncated": 3},
+                "metrics": {"pass@1": 0.75, "avg@4": 0.5}},
+               {"arm": "untrained + MEL bank", "seed": 0, "metrics": {"pass@1": 0.125, "avg@4": 0.0}},
+               {"arm": "MEL + own bank", "seed": 0, "metrics": None}]
+    rows = study.per_seed_table({"seeds": [0], "metrics": ["pass@1", "avg@4"], "records": records})
+    assert rows[-1] == "| 0 | 50.0 / 25.0 | 75.0 / 50.0 | 12.5 / 0.0 | — | 7 / 3 / 2 |"
+    assert study.per_seed_table({"seeds": [0], "metrics": ["pass@1", "avg@4"]}) == []
