@@ -34,6 +34,7 @@ from melrl.method.prompts import (
     SECTION_PATTERN,
     SECTION_SUCCESS,
     SECTION_SUMMARY,
+    output_format,
 )
 
 __all__ = [
@@ -345,10 +346,8 @@ def _template_placeholders() -> tuple[dict[str, set[str]], set[str]]:
     that only echoes them is rejected."""
     placeholders: dict[str, set[str]] = {}
     heuristic_placeholders: set[str] = set()
-    for template in ANALYSIS_TEMPLATES.values():
-        fmt = re.split(r"output format", template, maxsplit=1, flags=re.IGNORECASE)[-1]
-        fmt = fmt[: fmt.rfind("\n\nHere ")]
-        sections = _split_sections(fmt)
+    for name in ANALYSIS_TEMPLATES:
+        sections = _split_sections(output_format(name))
         heuristic_placeholders |= {_norm_ws(h) for h in _split_heuristics(sections.pop(_HEURISTICS, ""))}
         for key, text in sections.items():
             placeholders.setdefault(key, set()).add(_norm_ws(text))
@@ -374,9 +373,8 @@ def _template_placeholder_lines() -> frozenset[str]:
     gives them. A section made only of such lines copies the prompt, in whole or in part; a forced skeleton
     (`analysis_guidance: sections`) invites exactly that."""
     lines: set[str] = set()
-    for template in ANALYSIS_TEMPLATES.values():
-        fmt = re.split(r"output format", template, maxsplit=1, flags=re.IGNORECASE)[-1]
-        fmt = fmt[: fmt.rfind("\n\nHere ")]
+    for name in ANALYSIS_TEMPLATES:
+        fmt = output_format(name)
         for line in fmt.splitlines()[1:]:
             heading = _match_heading(line)
             if heading is not None and not heading[1]:  # a heading line: its parenthetical notes only
@@ -398,6 +396,11 @@ def _copies_template(content: str) -> bool:
     return all(_line_norm(line) in _PLACEHOLDER_LINES for line in content.splitlines() if _line_norm(line))
 
 
+def _is_placeholder_section(key: str, content: str) -> bool:
+    """Whether a section only repeats the prompt: its description verbatim, or only lines of its output format."""
+    return _norm_ws(content) in _PLACEHOLDERS.get(key, ()) or _copies_template(content)
+
+
 def template_copies(text: str) -> list[str]:
     """The sections (prompt titles, e.g. "Success Factors") whose text only repeats the analysis prompt's
     placeholder text: what `parse_meta_experience` counts as empty although the policy wrote something there.
@@ -405,8 +408,8 @@ def template_copies(text: str) -> list[str]:
     if not isinstance(text, str):
         raise TypeError(f"expected str, got {type(text).__name__}")
     sections = _split_sections(text[:MAX_PARSE_CHARS])
-    return [_SECTION_TITLES[key] for key, content in sections.items() if content.strip() and (
-        _norm_ws(content) in _PLACEHOLDERS.get(key, ()) or _copies_template(content))]
+    return [_SECTION_TITLES[key] for key, content in sections.items()
+            if content.strip() and _is_placeholder_section(key, content)]
 
 
 def parse_meta_experience(text: str) -> ParsedExperience:
@@ -440,7 +443,7 @@ def parse_meta_experience(text: str) -> ParsedExperience:
         raise TypeError(f"expected str, got {type(text).__name__}")
     sections = _split_sections(text[:MAX_PARSE_CHARS])
     for key in sections:
-        if _norm_ws(sections[key]) in _PLACEHOLDERS.get(key, ()) or _copies_template(sections[key]):
+        if _is_placeholder_section(key, sections[key]):
             sections[key] = ""
     heuristics = [
         h for h in _split_heuristics(sections.get(_HEURISTICS, ""))

@@ -30,7 +30,7 @@ import importlib.util
 import re
 from dataclasses import dataclass, field
 
-from melrl.method.prompts import ANALYSIS_TEMPLATES
+from melrl.method.prompts import output_format
 
 GUIDANCE_MODES = ("none", "sections")
 """`analysis_guidance` settings: `none` (the paper: free generation) or `sections` (ours: the prompt's skeleton)."""
@@ -51,12 +51,7 @@ def skeleton(analysis_prompt: str = "paper") -> tuple[str, ...]:
     """The heading lines of the analysis prompt's output format, verbatim and in order: the paper's numbered
     lines ("1. Failure Resolution Path & Error Pattern Recognition (Mandatory for incorrect samples)", ...) or the
     compact prompt's `## ` lines."""
-    if analysis_prompt not in ANALYSIS_TEMPLATES:
-        raise ValueError(f"unknown analysis prompt {analysis_prompt!r}; choose one of {sorted(ANALYSIS_TEMPLATES)}")
-    template = ANALYSIS_TEMPLATES[analysis_prompt]
-    fmt = re.split(r"output format", template, maxsplit=1, flags=re.IGNORECASE)[-1]
-    fmt = fmt[: fmt.rfind("\n\nHere ")]
-    return tuple(line.strip() for line in fmt.splitlines() if _HEADING_LINE.match(line))
+    return tuple(line.strip() for line in output_format(analysis_prompt).splitlines() if _HEADING_LINE.match(line))
 
 
 def section_chars(max_new_tokens: int, analysis_prompt: str = "paper") -> int:

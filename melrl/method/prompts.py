@@ -9,6 +9,8 @@ as plain text otherwise (`render`). Rollouts, analysis and replay therefore shar
 
 from __future__ import annotations
 
+import re
+
 SOLVE_TEMPLATES: dict[str, str] = {
     "qwen-boxed": "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}.",
     "dapo": (
@@ -162,6 +164,19 @@ ANALYSIS_TEMPLATES: dict[str, str] = {"paper": PAPER_ANALYSIS_TEMPLATE, "compact
 TRUNCATION_MARKER = "\n[... middle of the solution omitted ...]\n"
 
 
+def _check_analysis_prompt(analysis_prompt: str) -> None:
+    if analysis_prompt not in ANALYSIS_TEMPLATES:
+        raise ValueError(f"unknown analysis prompt {analysis_prompt!r}; choose one of {sorted(ANALYSIS_TEMPLATES)}")
+
+
+def output_format(analysis_prompt: str = "paper") -> str:
+    """The analysis prompt's output-format block: from its "Output Format" line to the line before the solutions
+    ("Here are ..."): the headings, their descriptions and example lines that an analysis should follow."""
+    _check_analysis_prompt(analysis_prompt)
+    fmt = re.split(r"output format", ANALYSIS_TEMPLATES[analysis_prompt], maxsplit=1, flags=re.IGNORECASE)[-1]
+    return fmt[: fmt.rfind("\n\nHere ")]
+
+
 def solve_text(problem: str, template: str = "qwen-boxed") -> str:
     """The user message that asks the model to solve `problem` with the named template."""
     if template not in SOLVE_TEMPLATES:
@@ -175,8 +190,7 @@ def analysis_text(problem: str, incorrect: str, correct: str, analysis_prompt: s
     `analysis_prompt` names the template: "paper" (Appendix C's Meta-Experience Prompt, verbatim) or "compact"
     (ours). The incorrect solution is shown first (Solution 1), the correct one second, as in the paper.
     """
-    if analysis_prompt not in ANALYSIS_TEMPLATES:
-        raise ValueError(f"unknown analysis prompt {analysis_prompt!r}; choose one of {sorted(ANALYSIS_TEMPLATES)}")
+    _check_analysis_prompt(analysis_prompt)
     return ANALYSIS_TEMPLATES[analysis_prompt].format(question=problem, error_ans=incorrect, correct_ans=correct)
 
 
