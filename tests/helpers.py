@@ -1,14 +1,23 @@
 """Small helpers shared by the tests."""
 
+import os
 import socket
+from pathlib import Path
 
 import pytest
 
-from melrl.data import default_data_dir
+from melrl.data import DATA_DIR_ENV, REGISTERED
 
-# The registered benchmarks are read from the shared data directory ($MELRL_DATA_DIR or ../shared/data).
-needs_data = pytest.mark.skipif(not default_data_dir().is_dir(),
-                                reason=f"shared data directory {default_data_dir()} not present")
+# The folder of the registered datasets' real files (and the reference files beside them): $MELRL_DATA_DIR, which
+# the test set-up (tests/conftest.py) points at the shared data folder beside the repository when there is one.
+REAL_DATA = Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV) else None
+_MISSING = [pin.file for files in REGISTERED.values() for pin in files.values()
+            if REAL_DATA is None or not (REAL_DATA / pin.file).is_file()]
+needs_data = pytest.mark.skipif(
+    bool(_MISSING),
+    reason=f"needs the registered datasets' files in ${DATA_DIR_ENV} ({REAL_DATA or 'not set'}; {len(_MISSING)} "
+           f"missing), which the test set-up points at the shared data folder beside the repository if there is one",
+)
 
 
 def free_port() -> int:

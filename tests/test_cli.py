@@ -10,7 +10,8 @@ from melrl.cli import build_parser, parse_train_args, preset_path
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["demo"], ["solve"], ["prepare-model"], ["train"], ["eval"], ["report"], ["experiences"]]
+    "command", [[], ["demo"], ["solve"], ["prepare-model"], ["train"], ["eval"], ["report"], ["experiences"], ["data"],
+                ["data", "list"], ["data", "download"], ["data", "verify"]]
 )
 def test_every_subcommand_has_help(command):
     result = subprocess.run(
@@ -80,7 +81,7 @@ def test_study_preset_is_the_demo_setup_with_its_own_schedule():
 
 
 def test_parser_lists_the_subcommands():
-    assert {"demo", "solve", "prepare-model", "train", "eval", "report", "experiences"} <= set(build_parser()._subparsers._group_actions[0].choices)
+    assert {"demo", "solve", "prepare-model", "train", "eval", "report", "experiences", "data"} <= set(build_parser()._subparsers._group_actions[0].choices)
 
 
 @pytest.mark.slow

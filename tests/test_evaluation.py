@@ -18,7 +18,7 @@ from melrl.evaluation.backends import (
 from melrl.evaluation.runner import BENCHMARKS, answer_format_for, evaluate, load_problems
 from melrl.jsonl import read_jsonl
 
-from tests.helpers import needs_data
+from tests.helpers import REAL_DATA, needs_data
 
 # ---------------------------------------------------------------------------------------------------------------
 # pass@k
@@ -290,9 +290,7 @@ class ScriptedBackend:
 
 def _raw_golds() -> dict[str, str]:
     """problem text -> gold answer, read here straight from the raw files (GSM8K's "#### 18", AMC's 27.0)."""
-    from melrl.data import default_data_dir
-
-    root = default_data_dir()
+    root = REAL_DATA
     golds = {}
     for line in read_jsonl(root / "gsm8k" / "test.jsonl")[:1]:
         golds[line["question"].strip()] = line["answer"].rsplit("####", 1)[1].strip().replace(",", "")
