@@ -130,7 +130,8 @@ def _why(error: BaseException, url: str, pin: PinnedFile, target: Path) -> str:
     if isinstance(error, requests.exceptions.ChunkedEncodingError):
         return f"the connection broke while downloading {url}"
     if isinstance(error, requests.Timeout):
-        return f"no answer from {url} within {DOWNLOAD_TIMEOUT[0]} s"
+        return (f"{url} did not answer in time ({DOWNLOAD_TIMEOUT[0]} s to connect, {DOWNLOAD_TIMEOUT[1]} s between "
+                f"bytes)")
     if isinstance(error, requests.ConnectionError):
         return f"cannot reach {urlsplit(url).netloc} to download {url} ({_root_cause(error)})"
     if isinstance(error, OSError):
