@@ -39,7 +39,8 @@ STANDIN_VLLM = Path(__file__).resolve().parent / "vllm_standin"
 def standin_env(events: Path | None = None) -> dict:
     """The environment of a process that sees the stand-in as the installed vLLM (first on PYTHONPATH), one torch
     thread, and, with `events`, the folder its event log goes to."""
-    path = os.pathsep.join(filter(None, [str(STANDIN_VLLM), str(STANDIN_VLLM.parents[1]), os.environ.get("PYTHONPATH")]))
+    entries = [str(STANDIN_VLLM), str(STANDIN_VLLM.parents[1]), os.environ.get("PYTHONPATH")]
+    path = os.pathsep.join(filter(None, entries))
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     if events is not None:
         env["VLLM_STANDIN_EVENTS"] = str(events)

@@ -221,7 +221,7 @@ def test_server_mode_sends_every_ranks_prompts_in_one_request_and_slices_the_ans
         assert set(request["fields"]) >= {"prompt", "max_tokens", "n", "return_token_ids"}
         assert answer["completions"] == mine["completions"] + theirs["completions"]
     assert {e["params"][0]["max_tokens"] for e in answers} == {ROLLOUT_BUDGET, GUIDED_ANALYSIS_BUDGET, REPLAY_BUDGET}
-    assert not [e for e in served if e["event"] == "ignored_request_fields"]  # every field is vLLM 0.31.0's
+    assert not [e for e in served if e["event"] in ("ignored_request_fields", "server_error")]  # vLLM 0.31.0's fields
     # weights: the main process announces and streams every tensor once per step (NCCL, replaced here)
     pushes = rank0["pushes"]
     assert pushes[0]["init_communicator"].startswith("cpu") and rank1["pushes"] == []

@@ -4,14 +4,14 @@ PYTHONPATH; 1 process, or N under `accelerate launch`.
 
 Rewards are the parity stand-in (mixed groups on a random model) and replays verify for texts of even length, so
 meta-experiences are both kept and dropped; analyses are judged for real. vLLM's settings are those `melrl train`
-makes (`name_vllm_stop_tokens`, `vllm_max_model_length`). In server mode the two calls that
-need NCCL are replaced (`VLLMClient.init_communicator`, and `update_named_params`, which records what it was given
-and leaves the server's weights as they are); everything else, HTTP included, is TRL's.
+makes (`name_vllm_stop_tokens`, `vllm_max_model_length`). In server mode the two calls that need NCCL are replaced
+(`VLLMClient.init_communicator`, and `update_named_params`, which records what it was given and leaves the server's
+weights as they are); everything else, HTTP included, is TRL's.
 
-Each rank writes `rank{R}.json`: its generate calls (prompts, completions and the policy's weight checksum), TRL's log history (its
-importance-sampling metrics compare the engine's log-probabilities with the policy's), the final weight checksum,
-the weight pushes of server mode, and (colocate, 1 process, no sleep mode) the engine's greedy completion of one
-prompt before and after one more weight sync, beside the policy's own.
+Each rank writes `rank{R}.json`: its generate calls (prompts, completions and the policy's weight checksum), TRL's
+log history (its importance-sampling metrics compare the engine's log-probabilities with the policy's), the final
+weight checksum, the weight pushes of server mode, and (colocate, 1 process, no sleep mode) the engine's greedy
+completion of one prompt before and after one more weight sync, beside the policy's own.
 
 Usage: python -m tests.vllm_run MODEL_DIR OUTPUT_DIR [--sleep] [--guidance] [--server URL] [--max-steps N]
 """

@@ -211,8 +211,8 @@ class Engine:
             logits[logits < kth] = float("-inf")
         if params.top_p < 1.0:
             order = torch.argsort(logits, descending=True)
-            cumulative = torch.softmax(logits[order], dim=-1).cumsum(dim=-1)
-            drop = cumulative - torch.softmax(logits[order], dim=-1) > params.top_p  # keep the token that crosses
+            sorted_probs = torch.softmax(logits[order], dim=-1)
+            drop = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p  # keep the token that crosses
             logits[order[drop]] = float("-inf")
         return logits
 

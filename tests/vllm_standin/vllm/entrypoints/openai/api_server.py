@@ -113,8 +113,11 @@ def make_handler(server: Server):
                     return self._reply(200, server.completions(body))
                 if path == "/reset_prefix_cache":
                     return self._reply(200, {"success": server.engine.reset_prefix_cache()})
-            except (TypeError, ValueError, NotImplementedError) as error:
+            except (TypeError, ValueError, NotImplementedError) as error:  # a request vLLM would refuse too
                 return self._reply(400, {"error": f"{type(error).__name__}: {error}"})
+            except Exception as error:  # noqa: BLE001 - answered, so that the client fails with the reason
+                record("server_error", path=path, error=f"{type(error).__name__}: {error}")
+                return self._reply(500, {"error": f"{type(error).__name__}: {error}"})
             self._reply(404, {"error": f"no route {path}"})
 
         def log_message(self, *args):  # quiet
