@@ -55,7 +55,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -n 2
 
-# On a machine with a GPU: every GPU path on a tiny model, one line each (benchmarks/gpu_check.py)
+# On a machine with a GPU: every GPU path on a tiny model, one line each (benchmarks/gpu_check.py); a path that
+# could not run fails it unless GPU_CHECK_ARGS names it after --skip
 gpu-check: $(GPU_SETUP)
 	$(BIN)/python benchmarks/gpu_check.py --tokenizer "$(GPU_TOKENIZER)" \
 		--output $(GPU_CHECK_OUTPUT) $(GPU_CHECK_ARGS)

@@ -37,3 +37,18 @@ def max_difference(one: dict, two: dict) -> float:
     common = one["samples"].keys() & two["samples"].keys()
     assert len(common) >= len(one["samples"]) - 1  # all but, at most, a tied copy
     return max(abs(x - y) for name in common for x, y in zip(one["samples"][name], two["samples"][name], strict=True))
+
+
+STANDIN_VLLM = Path(__file__).resolve().parent / "vllm_standin"
+"""The CPU stand-in of vLLM 0.31.0 (tests/vllm_standin), for the processes that a test puts it in front of."""
+
+
+def standin_env(events: Path | None = None) -> dict:
+    """The environment of a process that sees the stand-in as the installed vLLM (first on PYTHONPATH), one torch
+    thread, and, with `events`, the folder its event log goes to."""
+    entries = [str(STANDIN_VLLM), str(STANDIN_VLLM.parents[1]), os.environ.get("PYTHONPATH")]
+    path = os.pathsep.join(filter(None, entries))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    if events is not None:
+        env["VLLM_STANDIN_EVENTS"] = str(events)
+    return env

@@ -29,7 +29,8 @@ METHODS = {
     "training_step": ["model", "inputs", "num_items_in_batch"],  # overridden
 }
 
-# attributes of a built GRPOTrainer that MELTrainer reads or sets
+# attributes of a built GRPOTrainer (transformers generation) that MELTrainer reads or sets; with vLLM, TRL sets
+# neither `generation_config` nor `generation_kwargs` (tests/test_vllm_standin.py builds that trainer)
 ATTRIBUTES = ["num_generations", "reward_func_names", "reward_weights", "eos_token_ids", "use_vllm",
               "generation_config", "generation_kwargs", "temperature", "_metrics", "_step", "_tokenizer", "beta",
               "ref_model",
@@ -53,6 +54,11 @@ def test_vllm_generation_has_a_completion_budget():
     # `melrl.training.generation.generation_budget` sets it around the analysis and replay calls on the vLLM path
     assert "max_completion_length" in inspect.signature(VLLMGeneration.__init__).parameters
     assert "self.max_completion_length = max_completion_length" in inspect.getsource(VLLMGeneration.__init__)
+    # the user's generation_kwargs go into the sampling parameters after the budget (colocate) or beside it (server)
+    assert "self.generation_kwargs = generation_kwargs or {}" in inspect.getsource(VLLMGeneration.__init__)
+    generate = inspect.getsource(VLLMGeneration.generate)
+    assert "generation_kwargs.update(self.generation_kwargs)" in generate
+    assert '"generation_kwargs": self.generation_kwargs' in generate
 
 
 def test_vllm_generation_reads_its_structured_outputs_regex_at_each_call():

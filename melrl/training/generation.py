@@ -60,24 +60,35 @@ def generate_distributed(trainer, prompt_ids: list[list[int]], max_new_tokens: i
 
 @contextmanager
 def generation_budget(trainer, max_new_tokens: int):
-    """Give one generate call its own token budget on whichever engine makes the rollouts."""
-    targets = [(trainer.generation_config, "max_new_tokens")]
+    """Give one generate call its own token budget on whichever engine makes the rollouts.
+
+    vLLM (colocate and server): `VLLMGeneration.max_completion_length`, and `max_tokens` where the user's
+    `generation_kwargs` name it (they go into vLLM's sampling parameters after TRL's own). TRL builds no
+    `generation_config` then. transformers: the trainer's `generation_config` and TRL's `generation_kwargs`
+    (`max_new_tokens`), which override the model's generation config at each call.
+    """
     if trainer.use_vllm:
-        targets.append((trainer.vllm_generation, "max_completion_length"))
-    saved = [(target, name, getattr(target, name)) for target, name in targets if target is not None]
-    kwargs = trainer.generation_kwargs if isinstance(getattr(trainer, "generation_kwargs", None), dict) else {}
-    saved_kwarg = kwargs.get("max_new_tokens")
+        engine = trainer.vllm_generation
+        attributes = [(engine, "max_completion_length")]
+        keys = [(engine.generation_kwargs, "max_tokens")]
+    else:
+        attributes = [(trainer.generation_config, "max_new_tokens")]
+        kwargs = getattr(trainer, "generation_kwargs", None)
+        keys = [(kwargs, "max_new_tokens")] if isinstance(kwargs, dict) else []
+    keys = [(mapping, key) for mapping, key in keys if key in mapping]
+    saved_attributes = [(target, name, getattr(target, name)) for target, name in attributes]
+    saved_keys = [(mapping, key, mapping[key]) for mapping, key in keys]
     try:
-        for target, name, _ in saved:
+        for target, name, _ in saved_attributes:
             setattr(target, name, max_new_tokens)
-        if kwargs:
-            kwargs["max_new_tokens"] = max_new_tokens
+        for mapping, key, _ in saved_keys:
+            mapping[key] = max_new_tokens
         yield
     finally:
-        for target, name, value in saved:
+        for target, name, value in saved_attributes:
             setattr(target, name, value)
-        if kwargs:
-            kwargs["max_new_tokens"] = saved_kwarg
+        for mapping, key, value in saved_keys:
+            mapping[key] = value
 
 
 def analysis_guidance(trainer) -> SectionGuidance | None:

@@ -86,6 +86,14 @@ def check_vllm_prompt_budgets(records, tokenizer, config: MELConfig) -> None:
                              f"vllm_max_model_length = {config.vllm_max_model_length}: raise it or lower the budgets")
 
 
+def name_vllm_stop_tokens(config: MELConfig, model, tokenizer) -> None:
+    """With vLLM, name every end token (`stop_token_ids` in `generation_kwargs`, which TRL puts into vLLM's sampling
+    parameters): vLLM reads only the end tokens of the model's files, not the chat template's end of turn."""
+    if config.use_vllm:
+        config.generation_kwargs = {**(config.generation_kwargs or {}),
+                                    "stop_token_ids": stop_token_ids(model, tokenizer)}
+
+
 def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
     from melrl.training.trainer import MELTrainer
 
@@ -94,9 +102,7 @@ def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
     if Path(model_path).is_dir():  # a hub model's config is checked when it loads
         check_model_budgets(model_path, config)
     model, tokenizer = load_model_and_tokenizer(model_path, dtype=run.dtype)  # stops at the chat template's end too
-    if config.use_vllm:  # vLLM reads the end tokens from the model's files: name the others
-        config.generation_kwargs = {**(config.generation_kwargs or {}),
-                                    "stop_token_ids": stop_token_ids(model, tokenizer)}
+    name_vllm_stop_tokens(config, model, tokenizer)
     check_vllm_prompt_budgets(records, tokenizer, config)
     dataset = build_train_dataset(records, tokenizer, config.prompt_template)
     trainer = MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
