@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from melrl.verify.answers import (
-    ANSWER_FORMATS, as_integer, extract_answer, last_boxed, normalize_answer, prescreen, same_time, time_of_day,
+    ANSWER_FORMATS, as_integer, extract_answer, last_boxed, normalize_answer, percent_number, prescreen, same_time,
+    time_of_day,
 )
 
 __all__ = ["DEFAULT_TIMEOUT", "VerifierPool", "VerifierStats", "default_pool", "verify", "verify_batch"]
@@ -135,17 +136,17 @@ class VerifierPool:
             if prescreen(pred):
                 counts.rejected += 1
                 continue
-            on_clock = _compare_times(pred, gold)
-            if on_clock is not None:  # math-verify would read "4:30" as the ratio 4/30
-                counts.fast_path += 1
-                results[i] = on_clock
-                continue
-            pred_int, gold_int = as_integer(pred), as_integer(gold)
-            if pred_int is not None and gold_int is not None:
-                counts.fast_path += 1
-                results[i] = pred_int == gold_int
-                continue
-            jobs.setdefault((pred, gold), []).append(i)
+            pending = []
+            for reading in _readings(pred, gold):
+                settled = _settle(*reading)
+                if settled is None:
+                    pending.append(reading)
+                elif settled:
+                    results[i], pending = True, []
+                    break
+            counts.fast_path += not pending
+            for reading in pending:
+                jobs.setdefault(reading, []).append(i)
         with self._lock:
             self._check_usable()
             if jobs:
@@ -153,7 +154,7 @@ class VerifierPool:
                 payloads = [{"op": "verify", "pred": p, "gold": g, "t": timeout} for p, g in keys]
                 for key, ok in zip(keys, self._run(payloads, timeout)):
                     for i in jobs[key]:
-                        results[i] = ok
+                        results[i] = results[i] or ok
             counts.correct = sum(results)
             for name, value in counts.as_dict().items():
                 setattr(self.stats, name, getattr(self.stats, name) + value)
@@ -348,6 +349,27 @@ def _positive(value: Any, name: str) -> float:
     if not x > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return x
+
+
+def _readings(pred: str, gold: str) -> list[tuple[str, str]]:
+    """The (answer, gold) pairs that may show an answer right. A percentage against a plain number is read both as
+    its number and as itself: "35\\%" is right for a gold of 35 (what a question asking for a percentage wants;
+    the verifier does not see the question) and, through math-verify, for 0.35."""
+    pred_pct, gold_pct = percent_number(pred), percent_number(gold)
+    if (pred_pct is None) == (gold_pct is None):
+        return [(pred, gold)]
+    return [(pred_pct or pred, gold_pct or gold), (pred, gold)]
+
+
+def _settle(pred: str, gold: str) -> bool | None:
+    """The verdict where math-verify is not needed (times of day, integers against integers), else None."""
+    on_clock = _compare_times(pred, gold)
+    if on_clock is not None:  # math-verify would read "4:30" as the ratio 4/30
+        return on_clock
+    pred_int, gold_int = as_integer(pred), as_integer(gold)
+    if pred_int is not None and gold_int is not None:
+        return pred_int == gold_int
+    return None
 
 
 def _compare_times(pred: str, gold: str) -> bool | None:
