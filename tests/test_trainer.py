@@ -176,7 +176,7 @@ def test_nll_own_backward_gives_the_gradients_of_one_joint_backward(tiny_model_d
     trainer.model.train()
     trainer._assign_nll([job([5, 6, 7, 11], [8, 9, 2]), job([5, 6, 13], [14, 15, 16, 17, 2])])
     inputs = loss_inputs(trainer)
-    assert trainer._own_nll_backward()  # one process
+    assert trainer_module.takes_own_backward(trainer.args.optim, trainer.accelerator)  # one process
     update_sees_gradients = []
     grpo_loss = GRPOTrainer._compute_loss
 
@@ -186,7 +186,7 @@ def test_nll_own_backward_gives_the_gradients_of_one_joint_backward(tiny_model_d
 
     monkeypatch.setattr(GRPOTrainer, "_compute_loss", recording)
     own_loss, own = gradients_after_one_micro_step(trainer, inputs)
-    monkeypatch.setattr(trainer, "_own_nll_backward", lambda: False)
+    monkeypatch.setattr(trainer_module, "takes_own_backward", lambda optim, accelerator: False)
     joint_loss, joint = gradients_after_one_micro_step(trainer, inputs)
     assert update_sees_gradients == [True, False]  # the NLL's backward ran before the update's forward
     assert own_loss == pytest.approx(joint_loss, rel=1e-6)
