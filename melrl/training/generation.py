@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 from accelerate.utils import gather_object
-from trl.models import unwrap_model_for_generation
 from transformers.generation.continuous_batching.utils import WorkloadHints
+from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from melrl.method.guidance import SectionGuidance
@@ -139,19 +139,27 @@ def _continuous_batching_generate(trainer, prompt_ids: list[list[int]]) -> list[
     """TRL's continuous-batching generation (`GRPOTrainer._generate_single_turn`'s `generate_batch` branch: the same
     unwrap / ZeRO-3 gather / FSDP full-parameter contexts, the trainer's generation and continuous-batching configs)
     with one request id per prompt, the completions returned in prompt order."""
-    with (
-        unwrap_model_for_generation(
-            trainer.model_wrapped, trainer.accelerator,
-            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
-        ) as unwrapped_model,
-        torch.no_grad(),
-        trainer._dist.summon_full_params(trainer.model_wrapped, recurse=False),
-    ):
+    with _generating_model(trainer) as unwrapped_model:
         completions = generate_by_request(unwrapped_model, prompt_ids, trainer.generation_config,
                                           trainer.continuous_batching_config)
         unwrapped_model.train()
     return completions
+
+
+@contextmanager
+def _generating_model(trainer, **unwrap_kwargs):
+    """The policy as TRL's `_generate_single_turn` generates with it: unwrapped, ZeRO-3's parameters gathered,
+    FSDP's full parameters summoned, no gradients."""
+    with (
+        unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator,
+            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs, **unwrap_kwargs,
+        ) as unwrapped_model,
+        torch.no_grad(),
+        trainer._dist.summon_full_params(trainer.model_wrapped, recurse=False),
+    ):
+        yield unwrapped_model
 
 
 def generate_by_request(model, prompt_ids: list[list[int]], generation_config, continuous_batching_config=None,
@@ -208,16 +216,7 @@ def _guided_generate(trainer, prompt_ids: list[list[int]], guidance: SectionGuid
     attention_mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side="left",
                          pad_to_multiple_of=multiple)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    with (
-        unwrap_model_for_generation(
-            trainer.model_wrapped, trainer.accelerator,
-            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
-            generation_kwargs=trainer.generation_kwargs,
-            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
-        ) as unwrapped_model,
-        torch.no_grad(),
-        trainer._dist.summon_full_params(trainer.model_wrapped, recurse=False),
-    ):
+    with _generating_model(trainer, generation_kwargs=trainer.generation_kwargs) as unwrapped_model:
         generated = unwrapped_model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                              generation_config=trainer.generation_config,
                                              logits_processor=[processor])
