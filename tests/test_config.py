@@ -1,5 +1,6 @@
 """`melrl.training.config`: half-precision weights are trained only where an engine keeps fp32 master weights."""
 
+import inspect
 from types import SimpleNamespace
 
 import pytest
@@ -12,9 +13,10 @@ from melrl.training.config import MELConfig, RunArguments, check_master_weights
 PAPER_PRESETS = sorted(p.name for p in preset_path("demo.yaml").parent.glob("qwen3_*.yaml"))
 
 
-def launched_under(engine: DistributedType, bf16: bool = True):
+def launched_under(engine: DistributedType, bf16: bool = True, continuous_batching: bool = False):
     """What `check_master_weights` reads of a config made under `accelerate launch` with a kit of `engine`."""
-    return SimpleNamespace(distributed_state=SimpleNamespace(distributed_type=engine), bf16=bf16, fp16=False)
+    return SimpleNamespace(distributed_state=SimpleNamespace(distributed_type=engine), bf16=bf16, fp16=False,
+                           use_transformers_continuous_batching=continuous_batching)
 
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
@@ -34,6 +36,18 @@ def test_fp32_weights_and_lora_train_anywhere_fsdp_needs_mixed_precision():
     check_master_weights(RunArguments(dtype="bfloat16", use_peft=True), launched_under(DistributedType.MULTI_GPU))
     with pytest.raises(ValueError, match="under FSDP without bf16: true"):
         check_master_weights(RunArguments(dtype="bfloat16"), launched_under(DistributedType.FSDP, bf16=False))
+
+
+def test_fp32_weights_under_autocast_refuse_trls_continuous_batching_without_master_weights():
+    # TRL's continuous-batching branch casts the policy to bf16 in place when bf16 is set
+    from trl import GRPOTrainer
+
+    assert "unwrapped_model.to(torch.bfloat16)" in inspect.getsource(GRPOTrainer._generate_single_turn)
+    fp32 = RunArguments(dtype="float32")
+    with pytest.raises(ValueError, match=r"use_transformers_continuous_batching with bf16/fp16 under DDP \(MULTI_GPU\)"):
+        check_master_weights(fp32, launched_under(DistributedType.MULTI_GPU, continuous_batching=True))
+    check_master_weights(fp32, launched_under(DistributedType.MULTI_GPU, bf16=False, continuous_batching=True))
+    check_master_weights(fp32, launched_under(DistributedType.DEEPSPEED, continuous_batching=True))
 
 
 def test_train_refuses_bf16_weights_on_one_process_before_loading_anything(tmp_path, monkeypatch):
