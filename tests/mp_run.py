@@ -7,11 +7,11 @@ stand-in gives the opposite verdicts on every rank but the first, as a verifier 
 would: every rank must still keep the same meta-experiences, the first rank's.
 The training config is built before the model loads, as `melrl train` does, so that the shipped accelerate kits'
 loading settings (ZeRO-3's `zero3_init_flag`, FSDP's `fsdp_cpu_ram_efficient_loading`) take effect.
-Each rank writes `rank{R}.json`: how its model loaded, its generate-call count, NLL forward count, losses, the advantages of its rows
-keyed by global row (a number per rollout, or the list of its valid tokens' advantages when they are per token),
-the pairs it kept per generation batch, under DDP the gradient all-reduce rounds per optimizer step (counted by a
-communication hook), and the final weights (gathered under ZeRO-3 and FSDP) as a checksum, a sample of each tensor
-and their largest change from the initial weights.
+Each rank writes `rank{R}.json`: how its model loaded, its generate-call count, NLL forward count, losses, the
+advantages of its rows keyed by global row (a number per rollout, or the list of its valid tokens' advantages when
+they are per token), the pairs it kept per generation batch, under DDP the gradient all-reduce rounds per optimizer
+step (counted by a communication hook), and the final weights (gathered under ZeRO-3 and FSDP) as a checksum, a
+sample of each tensor and their largest change from the initial weights.
 
 Usage: python -m tests.mp_run MODEL_DIR OUTPUT_DIR GLOBAL_BATCH [--algorithm A] [--beta B] [--lora]
        [--checkpointing] [--nan-at-step N] [--max-steps N]

@@ -26,8 +26,8 @@ def test_paper_presets_train_bf16_weights_only_with_master_weights(name):
     assert run.dtype == "bfloat16" and values["bf16"]
     check_master_weights(run, launched_under(DistributedType.DEEPSPEED))  # the presets' kit: ZeRO-3
     check_master_weights(run, launched_under(DistributedType.FSDP))
-    with pytest.raises(ValueError, match=r"dtype: bfloat16 under DDP \(MULTI_GPU\) trains bfloat16 weights with no fp32 "
-                                         r"master copy.*Use dtype: float32 with bf16: true"):
+    with pytest.raises(ValueError, match=r"dtype: bfloat16 under DDP \(MULTI_GPU\) trains bfloat16 weights with no "
+                                         r"fp32 master copy.*Use dtype: float32 with bf16: true"):
         check_master_weights(run, launched_under(DistributedType.MULTI_GPU))
 
 
@@ -44,7 +44,8 @@ def test_fp32_weights_under_autocast_refuse_trls_continuous_batching_without_mas
 
     assert "unwrapped_model.to(torch.bfloat16)" in inspect.getsource(GRPOTrainer._generate_single_turn)
     fp32 = RunArguments(dtype="float32")
-    with pytest.raises(ValueError, match=r"use_transformers_continuous_batching with bf16/fp16 under DDP \(MULTI_GPU\)"):
+    refused = r"use_transformers_continuous_batching with bf16/fp16 under DDP \(MULTI_GPU\)"
+    with pytest.raises(ValueError, match=refused):
         check_master_weights(fp32, launched_under(DistributedType.MULTI_GPU, continuous_batching=True))
     check_master_weights(fp32, launched_under(DistributedType.MULTI_GPU, bf16=False, continuous_batching=True))
     check_master_weights(fp32, launched_under(DistributedType.DEEPSPEED, continuous_batching=True))

@@ -33,9 +33,9 @@ def own_backward_context(accelerator, model):
 
 
 def run_own_backward(accelerator, loss: torch.Tensor) -> None:
-    """The NLL's own backward pass (inside `own_backward_context`). Its gradients are reduced with the update's under DDP and
-    ZeRO-3 (not an accumulation boundary, so DeepSpeed does not step); FSDP reduce-scatters them at once, as it keeps
-    no unsharded gradients between passes."""
+    """The NLL's own backward pass (inside `own_backward_context`). Its gradients are reduced with the update's
+    under DDP and ZeRO-3 (not an accumulation boundary, so DeepSpeed does not step); FSDP reduce-scatters them at
+    once, as it keeps no unsharded gradients between passes."""
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         engine = accelerator.deepspeed_engine_wrapped.engine
         engine.set_gradient_accumulation_boundary(False)
