@@ -38,9 +38,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINES = {  # the shipped kits on 1 process; the tiny model is loaded whole before the engine shards it
-    "zero3": ("deepspeed_zero3", {"zero3_init_flag": False}),
-    "fsdp": ("fsdp", {"fsdp_cpu_ram_efficient_loading": False}),
+ENGINES = {  # the shipped kits on 1 process, as shipped (ZeRO-3's init partitions the model as it loads)
+    "zero3": ("deepspeed_zero3", {}),
+    "fsdp": ("fsdp", {}),
 }
 VLLM_PATHS = {"vllm_colocate": [], "vllm_colocate_sleep": ["--sleep-mode", "--guided"]}
 PATHS = ("mel_bf16", *ENGINES, "eval", *VLLM_PATHS)
@@ -63,7 +63,6 @@ def train(model_dir: str, output_dir: str, device: str, vllm: bool, sleep_mode: 
     trainer_module.judge_analysis = accept
     trainer_module.verify_batch = lambda texts, golds, **kw: [True] * len(texts)
     cpu = device == "cpu"
-    model, tokenizer = load_model_and_tokenizer(model_dir, dtype="float32" if cpu else "bfloat16")
     config = MELConfig(
         output_dir=output_dir, max_steps=2, per_device_train_batch_size=8, num_generations=4,
         max_completion_length=32, analysis_max_new_tokens=32, analysis_max_prompt_length=2048,
@@ -72,6 +71,8 @@ def train(model_dir: str, output_dir: str, device: str, vllm: bool, sleep_mode: 
         vllm_max_model_length=2048 + 32 if vllm else None, vllm_enable_sleep_mode=sleep_mode,
         analysis_guidance="sections" if guided else "none", seed=0,
     )
+    # after the config, as in `melrl train`: under a kit the engine's loading settings apply
+    model, tokenizer = load_model_and_tokenizer(model_dir, dtype="float32" if cpu else "bfloat16")
     name_vllm_stop_tokens(config, model, tokenizer)  # as `melrl train`
     dataset = build_train_dataset(load_records("arith", n=32, level=1, seed=0), tokenizer, "short")
     trainer = trainer_module.MELTrainer(model=model, reward_funcs=[parity], args=config, train_dataset=dataset,

@@ -79,7 +79,7 @@ def run_arm(trainer, rollouts, guidance: str, seed: int) -> dict:
     from melrl.training.run_files import StepStats
 
     trainer.args.analysis_guidance = guidance
-    trainer.run_files.stats = StepStats()
+    trainer.run_files.stats = StepStats(trainer.run_files.sync)
     log = Path(trainer.args.output_dir) / "experiences.jsonl"
     before = len(read_jsonl(log)) if log.exists() else 0
     torch.manual_seed(seed)

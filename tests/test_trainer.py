@@ -176,7 +176,7 @@ def test_nll_own_backward_gives_the_gradients_of_one_joint_backward(tiny_model_d
     trainer.model.train()
     trainer._assign_nll([job([5, 6, 7, 11], [8, 9, 2]), job([5, 6, 13], [14, 15, 16, 17, 2])])
     inputs = loss_inputs(trainer)
-    assert trainer._own_nll_backward()  # one process
+    assert trainer_module.takes_own_backward(trainer.args.optim, trainer.accelerator)  # one process
     update_sees_gradients = []
     grpo_loss = GRPOTrainer._compute_loss
 
@@ -186,7 +186,7 @@ def test_nll_own_backward_gives_the_gradients_of_one_joint_backward(tiny_model_d
 
     monkeypatch.setattr(GRPOTrainer, "_compute_loss", recording)
     own_loss, own = gradients_after_one_micro_step(trainer, inputs)
-    monkeypatch.setattr(trainer, "_own_nll_backward", lambda: False)
+    monkeypatch.setattr(trainer_module, "takes_own_backward", lambda optim, accelerator: False)
     joint_loss, joint = gradients_after_one_micro_step(trainer, inputs)
     assert update_sees_gradients == [True, False]  # the NLL's backward ran before the update's forward
     assert own_loss == pytest.approx(joint_loss, rel=1e-6)
@@ -312,8 +312,9 @@ def test_two_step_training_writes_consistent_run_files(tiny_model_dir, tmp_path,
 
 
 def test_every_phase_runs_on_trls_continuous_batching(tiny_model_dir, tmp_path, monkeypatch):
-    """With TRL's `use_transformers_continuous_batching`, rollouts, analyses and replays each make one
-    `generate_batch` call with their own token budget, and plain `generate` never runs."""
+    """With TRL's `use_transformers_continuous_batching`, rollouts (TRL's `generate_batch`), analyses and replays
+    (ours, with a request id per prompt) each run one continuous-batching session with their own token budget, and
+    plain `generate` never runs."""
     monkeypatch.setattr(trainer_module, "judge_analysis", fake_judge)
     monkeypatch.setattr(trainer_module, "verify_batch", lambda texts, golds, **kw: [True] * len(texts))
     trainer = make_trainer(
@@ -322,16 +323,16 @@ def test_every_phase_runs_on_trls_continuous_batching(tiny_model_dir, tmp_path, 
     )
     model_class = type(trainer.model)
     budgets = []
-    original = model_class.generate_batch
+    original = model_class.continuous_batching_context_manager
 
-    def recording(self, inputs, generation_config=None, **kwargs):
-        budgets.append((len(inputs), generation_config.max_new_tokens))
-        return original(self, inputs, generation_config=generation_config, **kwargs)
+    def recording(self, *args, **kwargs):
+        budgets.append((kwargs["workload_hints"].num_requests, kwargs["generation_config"].max_new_tokens))
+        return original(self, *args, **kwargs)
 
     def refuse(self, *args, **kwargs):
-        raise AssertionError("generate ran instead of generate_batch")
+        raise AssertionError("generate ran instead of continuous batching")
 
-    monkeypatch.setattr(model_class, "generate_batch", recording)
+    monkeypatch.setattr(model_class, "continuous_batching_context_manager", recording)
     monkeypatch.setattr(model_class, "generate", refuse)
     trainer.train()
 

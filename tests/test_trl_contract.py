@@ -35,7 +35,9 @@ ATTRIBUTES = ["num_generations", "reward_func_names", "reward_weights", "eos_tok
               "generation_config", "generation_kwargs", "temperature", "_metrics", "_step", "_tokenizer", "beta",
               "ref_model",
               # read by the guided analyses' own generate call (melrl.training.generation._guided_generate)
-              "model_wrapped", "pad_to_multiple_of", "_dist"]
+              "model_wrapped", "pad_to_multiple_of", "_dist",
+              # read by the analyses' and replays' own continuous batching (generation._continuous_batching_generate)
+              "use_transformers_continuous_batching", "continuous_batching_config"]
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -77,6 +79,25 @@ def test_guided_generation_uses_trls_generation_contexts():
                    "generation_kwargs=self.generation_kwargs", "self._dist.summon_full_params(self.model_wrapped",
                    'padding_side="left"', "generation_config=self.generation_config"):
         assert needle in source, needle
+
+
+def test_continuous_batching_api_pairs_requests_by_id():
+    # `generate_by_request` drives transformers' manager with its own request ids, in the contexts and configs of
+    # TRL's `generate_batch` branch
+    from transformers.generation.continuous_batching import ContinuousBatchingManager, ContinuousMixin
+    from transformers.generation.continuous_batching.requests import GenerationOutput
+
+    source = inspect.getsource(GRPOTrainer._generate_single_turn)
+    for needle in ("generate_batch(", "continuous_batching_config=self.continuous_batching_config",
+                   "gather_deepspeed3_params=self.args.ds3_gather_for_generation"):
+        assert needle in source, needle
+    context = inspect.signature(ContinuousMixin.continuous_batching_context_manager).parameters
+    assert {"generation_config", "block", "timeout", "continuous_batching_config", "workload_hints"} <= set(context)
+    assert "request_id" in inspect.signature(ContinuousBatchingManager.add_request).parameters
+    assert "timeout" in inspect.signature(ContinuousBatchingManager.get_result).parameters
+    assert callable(ContinuousBatchingManager.is_running)
+    output = GenerationOutput(request_id="r")
+    assert output.generated_tokens == [] and output.error is None and not output.is_finished()
 
 
 def test_grpo_loss_is_scaled_for_gradient_accumulation():

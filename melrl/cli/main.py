@@ -23,15 +23,12 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def accelerate_kit(name: str, *, num_processes: int, use_cpu: bool, **engine_settings) -> dict:
+def accelerate_kit(name: str, *, num_processes: int, use_cpu: bool) -> dict:
     """The accelerate config of a shipped kit (`configs/accelerate/NAME.yaml`) for `num_processes` processes on one
-    machine, in fp32 on the CPU or in the kit's precision on GPUs; `engine_settings` go into its `deepspeed_config`
-    or `fsdp_config`."""
+    machine, in fp32 on the CPU or in the kit's precision on GPUs; its engine settings as shipped."""
     import yaml
 
     config = yaml.safe_load(preset_path(f"accelerate/{name}.yaml").read_text())
-    section = "fsdp_config" if config["distributed_type"] == "FSDP" else "deepspeed_config"
-    config[section] = {**config[section], **engine_settings}
     return {**config, "num_processes": num_processes, "use_cpu": use_cpu,
             "mixed_precision": "no" if use_cpu else config["mixed_precision"]}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from accelerate.utils import DistributedType
 from trl import GRPOConfig
 
 from melrl.method import guidance
@@ -179,4 +180,31 @@ class RunArguments:
         return LoraConfig(
             r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type="CAUSAL_LM",
             target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        )
+
+
+def check_master_weights(run: RunArguments, config: MELConfig) -> None:
+    """Refuse to train every weight in bfloat16 or float16 where nothing keeps an fp32 copy of them: under DDP or on
+    one process, AdamW would update the half-precision weights themselves, and at small learning rates (the
+    presets' 1e-6) most updates round away. DeepSpeed keeps fp32 master weights; FSDP2 under mixed precision
+    (`bf16: true`) casts the weights it trains to fp32; LoRA trains fp32 adapters. fp32 weights do not stay fp32
+    under TRL's continuous batching with `bf16: true`, which casts the policy to bf16 in place before it generates."""
+    engine = config.distributed_state.distributed_type
+    mixed_precision = config.bf16 or config.fp16
+    if run.use_peft or engine == DistributedType.DEEPSPEED or (engine == DistributedType.FSDP and mixed_precision):
+        return
+    where = {DistributedType.NO: "on one process", DistributedType.FSDP: "under FSDP without bf16: true"}.get(
+        engine, f"under DDP ({engine.value})")
+    if run.dtype != "float32":
+        raise ValueError(
+            f"dtype: {run.dtype} {where} trains {run.dtype} weights with no fp32 master copy (AdamW's small updates "
+            "round away). Use dtype: float32 with bf16: true (fp32 weights, bf16 autocast), or a DeepSpeed kit "
+            "(configs/accelerate/deepspeed_zero3.yaml) or FSDP with bf16: true, which keep fp32 master weights, or "
+            "LoRA (use_peft: true)"
+        )
+    if config.use_transformers_continuous_batching and mixed_precision:
+        raise ValueError(
+            f"use_transformers_continuous_batching with bf16/fp16 {where}: TRL casts the policy to half precision in "
+            "place before each continuous-batching generation, so the fp32 weights would train in half precision. "
+            "Use plain generation or vLLM, or a DeepSpeed kit (configs/accelerate/deepspeed_zero3.yaml)"
         )

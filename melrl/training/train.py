@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from melrl.training.config import MELConfig, RunArguments
+from melrl.training.config import MELConfig, RunArguments, check_master_weights
 from melrl.data import load_records_with_report
 from melrl.models import load_model_and_tokenizer, resolve_model, stop_token_ids
 from melrl.method.prompts import render, replay_text, solve_text
@@ -97,6 +97,7 @@ def name_vllm_stop_tokens(config: MELConfig, model, tokenizer) -> None:
 def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
     from melrl.training.trainer import MELTrainer
 
+    check_master_weights(run, config)
     records = load_run_records(run, config.seed)
     model_path = resolve_model(run.model_name_or_path)
     if Path(model_path).is_dir():  # a hub model's config is checked when it loads

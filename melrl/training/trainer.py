@@ -27,7 +27,6 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 from accelerate.utils import DistributedType, gather_object
-from transformers.training_args import OptimizerNames
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
@@ -44,8 +43,10 @@ from melrl.method.algorithms import (
 from melrl.method.experience import select_pairs
 from melrl.method.meta_phase import MetaExperienceJob, build_jobs, is_replay_candidate, judge_analysis
 from melrl.method.prompts import ANSWER_FORMAT, render
+from melrl.training.agreement import decided_on_main
 from melrl.training.config import MELConfig
 from melrl.training.generation import Rollouts, analysis_guidance, generate_distributed
+from melrl.training.nll_backward import own_backward_context, run_own_backward, takes_own_backward
 from melrl.training.rewards import make_accuracy_reward
 from melrl.training.run_files import CheckpointMarkerCallback, RunFilesCallback
 from melrl.verify.verifier import verify_batch
@@ -252,7 +253,8 @@ class MELTrainer(GRPOTrainer):
         return kept
 
     def _replay(self, candidates: list[MetaExperienceJob]) -> None:
-        """Solve each candidate's problem again with its meta-experience in context; verify the answers."""
+        """Solve each candidate's problem again with its meta-experience in context; verify the answers (on the main
+        process, for all)."""
         if not candidates:
             return
         samples = self.args.replay_samples
@@ -262,7 +264,8 @@ class MELTrainer(GRPOTrainer):
         generated = generate_distributed(self, list(prompt_ids), self.args.replay_budget)
         texts = self.processing_class.batch_decode(generated, skip_special_tokens=True)
         golds = [job.gold for job in candidates for _ in range(samples)]
-        verdicts = verify_batch(texts, golds, answer_format=self._answer_format, timeout=self.args.verifier_timeout)
+        verdicts = decided_on_main(self.accelerator, lambda: verify_batch(  # one kept set for every process
+            texts, golds, answer_format=self._answer_format, timeout=self.args.verifier_timeout))
         self.stats.add(replay_prompt_tokens=sum(map(len, prompt_ids)), replay_tokens=sum(map(len, generated)))
         for i, job in enumerate(candidates):
             chunk = slice(i * samples, (i + 1) * samples)
@@ -300,14 +303,12 @@ class MELTrainer(GRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         batch = self._nll_batches.get(self._step % self.args.steps_per_generation) if self.model.training else None
-        own_backward = batch is not None and self._own_nll_backward()
-        if own_backward:
-            # Backward before the update's graph is built: one backward over both graphs would hold a second full
-            # set of parameter gradients until both branches reach each parameter, and under reentrant activation
-            # checkpointing (ZeRO-3) would fire a layer's gradient hooks twice.
-            mel_loss = self._mel_loss(model, batch)  # times its forward pass
-            with self.stats.timed("nll"):
-                self._nll_backward(model, mel_loss)
+        own_backward = batch is not None and takes_own_backward(self.args.optim, self.accelerator)
+        if own_backward:  # before the update's graph is built (melrl.training.nll_backward)
+            with own_backward_context(self.accelerator, model):
+                mel_loss = self._mel_loss(model, batch)  # times its forward pass
+                with self.stats.timed("nll"):
+                    run_own_backward(self.accelerator, mel_loss)
             mel_loss = mel_loss.detach()
         if self.args.algorithm == "rft" and "rft_correct" in inputs:
             loss = self._rft_loss(model, inputs)
@@ -318,28 +319,6 @@ class MELTrainer(GRPOTrainer):
         if batch is None:
             return loss
         return loss + (mel_loss if own_backward else self._mel_loss(model, batch))
-
-    def _own_nll_backward(self) -> bool:
-        """Whether the NLL takes its own backward pass: not under LOMO, which steps inside backward, nor under
-        ZeRO-1/2, whose gradient partitions take one backward pass per micro-step."""
-        if self.args.optim in (OptimizerNames.LOMO, OptimizerNames.ADALOMO):
-            return False
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        return self.accelerator.distributed_type != DistributedType.DEEPSPEED or plugin.zero_stage == 3
-
-    def _nll_backward(self, model, loss: torch.Tensor) -> None:
-        """The NLL's own backward pass. Its gradients are reduced with the update's under DDP and ZeRO-3 (not an
-        accumulation boundary, so DeepSpeed does not step); FSDP reduce-scatters them at once, as it keeps no
-        unsharded gradients between passes."""
-        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
-            engine = self.accelerator.deepspeed_engine_wrapped.engine
-            engine.set_gradient_accumulation_boundary(False)
-            engine.backward(loss, scale_wrt_gas=False)  # as the Trainer's backward: the loss is scaled already
-        elif self.accelerator.distributed_type == DistributedType.FSDP:
-            self.accelerator.backward(loss)
-        else:
-            with self.accelerator.no_sync(model):
-                self.accelerator.backward(loss)
 
     def _mel_loss(self, model, batch: dict) -> torch.Tensor:
         """`mel_coef` x the weighted NLL of this micro-step's meta-experiences, scaled so that the micro-steps of
