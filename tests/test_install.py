@@ -17,7 +17,7 @@ UNREACHABLE = ("Could not find a version", "No matching distribution", "Failed t
 def test_base_install_and_gpu_extras_resolve_together(tmp_path):
     report = tmp_path / "report.json"
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-               "--report", str(report), f"{ROOT}[vllm,deepspeed,tensorboard,guidance]"]
+               "--report", str(report), f"{ROOT}[vllm,deepspeed,tensorboard,guidance,analyst]"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "DS_BUILD_OPS": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     if result.returncode != 0 and "ResolutionImpossible" not in result.stderr and any(
@@ -30,8 +30,8 @@ def test_base_install_and_gpu_extras_resolve_together(tmp_path):
 
 
 def pinned() -> dict[str, str]:
-    """Every `name==version` of the base install and of the vllm, deepspeed and tensorboard extras."""
+    """Every `name==version` of the base install and of the vllm, deepspeed, tensorboard and analyst extras."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    requirements = project["dependencies"] + extras["vllm"] + extras["deepspeed"] + extras["tensorboard"]
+    requirements = project["dependencies"] + extras["vllm"] + extras["deepspeed"] + extras["tensorboard"] + extras["analyst"]
     return dict(r.lower().split("==") for r in requirements if "==" in r)

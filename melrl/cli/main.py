@@ -89,6 +89,18 @@ def check_run_datasets(run, config) -> None:
             ensure_dataset(name, SPLITS.get(name), data_dir=run.data_dir)
 
 
+def check_analyst_endpoint(config) -> None:
+    """With `analyst: endpoint`, the server answers and serves the model, before a model loads."""
+    if config.analyst != "endpoint" or not config.meta_experience:
+        return
+    from melrl.training.analyst_client import AnalystEndpointError, EndpointSettings, check_endpoint
+
+    try:
+        check_endpoint(EndpointSettings.from_config(config))
+    except AnalystEndpointError as error:
+        raise ConfigError(str(error)) from error
+
+
 def split_resume(argv: list[str]) -> tuple[list[str], str | None]:
     """Take `--resume [CHECKPOINT]` out of the arguments: a checkpoint folder, or "last" when none is given."""
     if "--resume" not in argv:
@@ -105,6 +117,7 @@ def cmd_train(argv: list[str]) -> int:
     argv, resume = split_resume(argv)
     run, config = parse_train_args(argv)
     check_run_datasets(run, config)
+    check_analyst_endpoint(config)
     if resume is not None:
         config.resume_from_checkpoint = resume
     run_training(run, config)

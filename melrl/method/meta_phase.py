@@ -54,6 +54,7 @@ class MetaExperienceJob:
     replay_answers: list[str | None] = field(default_factory=list)
     replay_correct: list[bool] = field(default_factory=list)
     kept: bool = False
+    analyst: dict | None = None  # who wrote the analysis (`melrl.training.analyst`)
 
     def replay_prompt(self, template: str) -> str:
         return replay_text(self.problem, self.analysis, template)
@@ -76,6 +77,7 @@ class MetaExperienceJob:
             "correct_solution": self.correct_solution,
             "analysis": self.analysis,
             "analysis_tokens": len(self.analysis_ids),
+            "analyst": self.analyst,
             "truncated": self.truncated,
             "parsed": self.parsed,
             "parse_error": self.parse_error,

@@ -11,6 +11,7 @@ from melrl.method import guidance
 from melrl.method.algorithms import ADVANTAGE_METHODS, NLL_AVERAGES
 from melrl.method.meta_phase import EXPERIENCE_FILTERS
 from melrl.method.prompts import ANALYSIS_TEMPLATES, SOLVE_TEMPLATES
+from melrl.training.analyst import ANALYSTS
 
 
 @dataclass
@@ -60,6 +61,25 @@ class MELConfig(GRPOConfig):
         prompt_template (`str`, defaults to `"qwen-boxed"`): solve template; decides how answers are extracted.
         verifier_timeout (`float`, defaults to `5.0`): seconds allowed to verify one answer.
 
+    External analyst (beyond the paper; `melrl.training.analyst`):
+        analyst (`str`, defaults to `"policy"`): who writes the meta-experiences: `policy` (the paper's: the policy
+            analyses its own pairs) or `endpoint` (ours: a model served behind an OpenAI-compatible chat-completions
+            API gets the same analysis prompt; replay and the NLL stay on the policy, its text tokenized by the
+            policy's tokenizer). Needs the `analyst` extra.
+        analyst_base_url (`str` or `None`): the server's URL, e.g. `http://127.0.0.1:8000/v1` (`analyst: endpoint`).
+        analyst_model (`str` or `None`): the model id the server serves (as listed by its `GET /models`).
+        analyst_api_key_env (`str`, defaults to `"MELRL_ANALYST_API_KEY"`): the environment variable holding the API
+            key (unset: no key). The key itself is never part of the config, the logs or the run files.
+        analyst_max_new_tokens (`int` or `None`): the analyst's reply budget in its own tokens; `None` uses
+            `analysis_max_new_tokens`. A reply cut at it (`finish_reason: length`), or longer than
+            `analysis_max_new_tokens` policy tokens, counts as truncated.
+        analyst_temperature (`float` or `None`): the analyst's sampling temperature; `None` uses `temperature`.
+        analyst_concurrency (`int`, defaults to `8`): requests in flight at once.
+        analyst_timeout (`float`, defaults to `300.0`): seconds allowed per request attempt.
+        analyst_retries (`int`, defaults to `2`): retries of a failed or timed-out request; one that still fails is
+            counted in `analyst_failed` and its pair is skipped.
+        analyst_backoff (`float`, defaults to `1.0`): seconds before the first retry, doubled for each further one.
+
     Validation during training (lines `{"step", "eval/<benchmark>/pass@1", ...}` in `metrics.jsonl`):
         validation_benchmarks (`list[str]` or `None`): benchmarks to validate on (e.g. `[math500, amc23]`).
         validation_steps (`int`, defaults to `0`): validate every this many steps (0: never).
@@ -90,6 +110,20 @@ class MELConfig(GRPOConfig):
     leak_check: bool = field(default=True, metadata={"help": "Reject meta-experiences that leak the answer."})
     prompt_template: str = field(default="qwen-boxed", metadata={"help": f"One of {sorted(SOLVE_TEMPLATES)}."})
     verifier_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed per verification."})
+    analyst: str = field(default="policy", metadata={"help": f"Who writes the analyses: one of {ANALYSTS} (policy: "
+                                                         "the paper's; endpoint: beyond the paper)."})
+    analyst_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (endpoint)."})
+    analyst_model: str | None = field(default=None, metadata={"help": "Model id served there (endpoint)."})
+    analyst_api_key_env: str = field(default="MELRL_ANALYST_API_KEY",
+                                     metadata={"help": "Environment variable holding the analyst's API key."})
+    analyst_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Analyst's reply budget (default: analysis_max_new_tokens)."})
+    analyst_temperature: float | None = field(default=None, metadata={"help": "Analyst temperature (default: "
+                                                                              "temperature)."})
+    analyst_concurrency: int = field(default=8, metadata={"help": "Analyst requests in flight at once."})
+    analyst_timeout: float = field(default=300.0, metadata={"help": "Seconds per analyst request attempt."})
+    analyst_retries: int = field(default=2, metadata={"help": "Retries of a failed analyst request."})
+    analyst_backoff: float = field(default=1.0, metadata={"help": "Seconds before the first retry (doubling)."})
     validation_benchmarks: list[str] | None = field(default=None, metadata={"help": "Benchmarks to validate on."})
     validation_steps: int = field(default=0, metadata={"help": "Validate every N steps (0: never)."})
     validation_limit: int = field(default=32, metadata={"help": "Problems per benchmark for validation."})
@@ -128,6 +162,23 @@ class MELConfig(GRPOConfig):
         if self.analysis_max_new_tokens < 1 or self.analysis_max_prompt_length < 64:
             raise ValueError("analysis_max_new_tokens must be >= 1 and analysis_max_prompt_length >= 64")
         self._check_vllm_context()
+        self._check_analyst()
+
+    def _check_analyst(self) -> None:
+        if self.analyst not in ANALYSTS:
+            raise ValueError(f"analyst: {self.analyst!r} is not one of {ANALYSTS}")
+        if self.analyst != "endpoint":
+            return
+        if not (self.analyst_base_url and self.analyst_model):
+            raise ValueError("analyst: endpoint needs analyst_base_url (e.g. http://127.0.0.1:8000/v1) and "
+                             "analyst_model (the id the server serves)")
+        if self.analysis_guidance != "none":
+            raise ValueError("analysis_guidance: sections constrains the policy's own analyses; with analyst: "
+                             "endpoint set analysis_guidance: none")
+        if (self.analyst_max_new_tokens or 1) < 1 or self.analyst_concurrency < 1 or self.analyst_retries < 0:
+            raise ValueError("analyst_max_new_tokens and analyst_concurrency must be >= 1, analyst_retries >= 0")
+        if self.analyst_timeout <= 0 or self.analyst_backoff < 0:
+            raise ValueError("analyst_timeout must be > 0 and analyst_backoff >= 0")
 
     def _check_vllm_context(self) -> None:
         """Every generation must fit vLLM's context: fail before any weights load, naming the budget."""

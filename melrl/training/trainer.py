@@ -4,7 +4,8 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited unchanged):
 1. **Verdicts kept.** `_calculate_rewards` writes each rollout's rewards and completion into its own row of the
    batch, beside the problem and gold answer it already holds.
 2. **The meta-experience phase.** After TRL's rollouts and advantages, `_generate_and_score_completions` hands
-   the gathered rollouts to `_meta_experience_phase`: contrastive pairs, analysis by the policy, replay with the
+   the gathered rollouts to `_meta_experience_phase`: contrastive pairs, analysis by the policy (or, with `analyst:
+   endpoint`, by a served model: `melrl.training.analyst`), replay with the
    analysis in context (every analysis under the paper's `experience_filter: replay`), verdicts (`melrl.method`),
    on the engine that made the rollouts.
 3. **Advantages.** For `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` TRL's advantages are
@@ -45,7 +46,8 @@ from melrl.method.meta_phase import MetaExperienceJob, build_jobs, is_replay_can
 from melrl.method.prompts import ANSWER_FORMAT, render
 from melrl.training.agreement import decided_on_main
 from melrl.training.config import MELConfig
-from melrl.training.generation import Rollouts, analysis_guidance, generate_distributed
+from melrl.training.analyst import write_analyses
+from melrl.training.generation import Rollouts, generate_distributed
 from melrl.training.nll_backward import own_backward_context, run_own_backward, takes_own_backward
 from melrl.training.rewards import make_accuracy_reward
 from melrl.training.run_files import CheckpointMarkerCallback, RunFilesCallback
@@ -231,12 +233,8 @@ class MELTrainer(GRPOTrainer):
             jobs = build_jobs(pairs, rollouts.problems, rollouts.golds, rollouts.ids, rollouts.completion_ids,
                               self.processing_class, args.analysis_max_prompt_length,
                               analysis_prompt=args.analysis_prompt)
-            analyses = generate_distributed(self, [job.analysis_prompt_ids for job in jobs],
-                                            args.analysis_max_new_tokens, guidance=analysis_guidance(self))
-            for job, generated in zip(jobs, analyses, strict=True):
-                job.analysis_ids = generated
-                job.analysis = self.processing_class.decode(generated, skip_special_tokens=True)
-                job.truncated = not generated or generated[-1] not in self.eos_token_ids
+            jobs = write_analyses(self, jobs)  # by the policy or an external analyst (`analyst`)
+            for job in jobs:
                 judge_analysis(job, leak_check=args.leak_check)
         self.stats.add(
             constructed=len(jobs), truncated=sum(j.truncated for j in jobs), parsed=sum(j.parsed for j in jobs),
