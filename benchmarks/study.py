@@ -11,6 +11,13 @@ kept meta-experiences (its `experiences.jsonl`) are then used as an experience b
 --experiences`, `--bank-k` retrieved per problem) by the untrained model and by that MEL run's own final model
 (`--no-bank` skips these arms; a run that kept nothing has no bank, which its record says).
 
+With `--teacher-url URL --teacher-model ID`, a third method trains beside them, `mel-teacher` (beyond the paper):
+MEL whose meta-experiences are written by the model served at URL (`analyst: endpoint`, an OpenAI-compatible
+chat-completions server such as `vllm serve`), with replay and the NLL on the trained model as in MEL:
+
+    vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000 &
+    .venv/bin/python benchmarks/study.py --teacher-url http://127.0.0.1:8000/v1 --teacher-model Qwen/Qwen2.5-7B-Instruct
+
 Runs and evaluations go under `--work` (default `runs/study/`); an interrupted study resumes where it stopped
 (finished evaluations are kept, an unfinished training run starts again). Results go to `--output`
 (default `benchmarks/results/study/`): `results.json` (one record per trained run and per evaluated arm, and the
@@ -33,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 METHODS = {"GRPO": False, "MEL": True}
+TEACHER = "mel-teacher"  # MEL with an external analyst (`--teacher-url`, `--teacher-model`)
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (the paired differences have n_seeds - 1).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
          12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
@@ -63,14 +71,24 @@ def train(args, method: str, seed: int, run_dir: Path):
     from melrl.training.train import run_training
 
     argv = ["--config", str(preset_path("study.yaml")), "--seed", str(seed), "--output_dir", str(run_dir),
-            "--meta_experience", str(METHODS[method]), "--max_steps", str(args.steps),
-            "--model_name_or_path", args.model]
+            "--max_steps", str(args.steps), "--model_name_or_path", args.model, *method_args(args, method)]
     run, config = parse_train_args(argv)
+    if method == TEACHER:
+        from melrl.cli.main import check_analyst_endpoint
+
+        check_analyst_endpoint(config)
     start = time.perf_counter()
     print(f"{method} seed {seed}: training {args.steps} steps into {run_dir}", flush=True)
     trainer = run_training(run, config)
     print(f"{method} seed {seed}: trained in {time.perf_counter() - start:.0f} s", flush=True)
     return trainer.model, trainer.processing_class
+
+
+def method_args(args, method: str) -> list[str]:
+    if method == TEACHER:
+        return ["--meta_experience", "True", "--analyst", "endpoint", "--analyst_base_url", args.teacher_url,
+                "--analyst_model", args.teacher_model]
+    return ["--meta_experience", str(METHODS[method])]
 
 
 def run_summary(run_dir: Path) -> dict:
@@ -79,7 +97,7 @@ def run_summary(run_dir: Path) -> dict:
 
     lines = [line for line in read_jsonl(run_dir / "metrics.jsonl") if "reward_mean" in line]
     totals = {key: sum(line.get(key) or 0 for line in lines)
-              for key in ("pairs", "constructed", "truncated", "parsed", "replayed", "kept")}
+              for key in ("pairs", "constructed", "truncated", "parsed", "replayed", "kept", "analyst_failed")}
     rewards = [line["reward_mean"] for line in lines]
     nll = [line["nll"] for line in lines if line.get("nll") is not None]
     return {"steps": len(lines), "reward_first_half": statistics.fmean(rewards[: len(rewards) // 2] or rewards),
@@ -107,9 +125,9 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict | None:
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(diffs), "seeds": seeds}
 
 
-ARMS = ("untrained", "GRPO", "MEL", "untrained + MEL bank", "MEL + own bank")
+ARMS = ("untrained", "GRPO", "MEL", TEACHER, "untrained + MEL bank", "MEL + own bank")
 COMPARISONS = (("MEL", "GRPO"), ("MEL + own bank", "MEL"), ("untrained + MEL bank", "untrained"),
-               ("MEL + own bank", "GRPO"))
+               ("MEL + own bank", "GRPO"), (TEACHER, "MEL"))
 
 
 def by_seed(records: list[dict], arm: str, metric: str, seeds: list[int]) -> dict[int, float]:
@@ -211,9 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--bank-k", type=int, default=3, help="meta-experiences retrieved per problem from a bank")
     parser.add_argument("--no-bank", dest="bank", action="store_false", help="skip the experience-bank arms")
+    parser.add_argument("--teacher-url", default=None,
+                        help="OpenAI-compatible server whose model writes the mel-teacher arm's meta-experiences")
+    parser.add_argument("--teacher-model", default=None, help="the model id served at --teacher-url")
     parser.add_argument("--work", default="runs/study")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "study"))
     args = parser.parse_args(argv)
+    if bool(args.teacher_url) != bool(args.teacher_model):
+        parser.error("--teacher-url and --teacher-model go together")
 
     import torch
 
@@ -229,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 "metrics": evaluate_once(args, args.model, work / "untrained-eval", "untrained")}]
     run_dirs = []
     for seed in seeds:
-        for method in METHODS:
+        for method in [*METHODS, *([TEACHER] if args.teacher_url else [])]:
             run_dir = work / f"{method.lower()}-seed{seed}"
             trained = train(args, method, seed, run_dir)
             metrics = evaluate_once(args, trained, run_dir / "eval", f"{method} seed {seed}")

@@ -92,3 +92,21 @@ def test_per_seed_table_shows_every_arm_and_what_mel_kept(study):
     rows = study.per_seed_table({"seeds": [0], "metrics": ["pass@1", "avg@4"], "records": records})
     assert rows[-1] == "| 0 | 50.0 / 25.0 | 75.0 / 50.0 | 12.5 / 0.0 | — | 7 / 3 / 2 |"
     assert study.per_seed_table({"seeds": [0], "metrics": ["pass@1", "avg@4"]}) == []
+
+
+def test_the_teacher_arm_trains_mel_with_the_named_endpoint(study, capsys):
+    from argparse import Namespace
+
+    from melrl.cli import parse_train_args, preset_path
+
+    args = Namespace(teacher_url="http://127.0.0.1:8000/v1", teacher_model="Qwen/Qwen2.5-7B-Instruct")
+    _, config = parse_train_args(["--config", str(preset_path("study.yaml")), "--output_dir", "runs/x",
+                                  *study.method_args(args, study.TEACHER)])
+    assert (config.meta_experience, config.analyst, config.analyst_base_url, config.analyst_model) == (
+        True, "endpoint", "http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-7B-Instruct")
+    _, mel = parse_train_args(["--config", str(preset_path("study.yaml")), "--output_dir", "runs/x",
+                               *study.method_args(args, "MEL")])
+    assert mel.meta_experience and mel.analyst == "policy"
+    with pytest.raises(SystemExit):
+        study.main(["--teacher-url", "http://127.0.0.1:8000/v1"])
+    assert "--teacher-url and --teacher-model go together" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from melrl.training.runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
 GENERATION_PHASES = ("rollout", "scoring", "analysis", "replay")
 PHASES = (*GENERATION_PHASES, "update")
 COUNTERS = ("rollouts", "groups", "mixed_groups", "pairs", "constructed", "truncated", "parsed", "leaked",
-            "replayed", "kept")
+            "replayed", "kept", "analyst_failed")
 # Token counts per step: what each phase reads (prompt, context) and what it generates or trains.
 TOKEN_COUNTS = (("rollout", "prompt_tokens"), ("rollout", "tokens"), ("analysis", "prompt_tokens"),
                 ("analysis", "tokens"), ("replay", "prompt_tokens"), ("replay", "tokens"),
