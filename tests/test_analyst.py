@@ -23,6 +23,7 @@ from melrl.training.analyst_client import AnalystReply, EndpointSettings, reques
 from melrl.training.trainer import MELTrainer
 from tests.chat_server import MODEL, ChatServer, analysis
 from tests.helpers import free_port
+from tests.test_data_files import write_train_config
 from tests.test_distributed import launch
 from tests.test_trainer import make_config, make_dataset, parity_accuracy
 
@@ -130,15 +131,6 @@ def test_a_failed_request_is_retried_then_succeeds(server):
     assert reply.attempts == 3 and "InternalServerError" in reply.error and reply.text == ""
 
 
-def train_config(tmp_path, **values) -> str:
-    import yaml
-
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"model_name_or_path": "/no/such/model", "use_cpu": True, "bf16": False,
-                                    "output_dir": str(tmp_path / "run"), **values}))
-    return str(path)
-
-
 @pytest.mark.parametrize("fault, message", [
     ("model", "melrl train: error: analyst_model 'no-such-model' is not served by {url} (it serves: teacher-test)"),
     ("unreachable", "melrl train: error: analyst_base_url http://127.0.0.1:{port}/v1 cannot be reached"),
@@ -147,7 +139,7 @@ def test_the_endpoint_is_checked_before_the_model_loads(tmp_path, capsys, server
     port = free_port()
     url = server.base_url if fault == "model" else f"http://127.0.0.1:{port}/v1"
     model = "no-such-model" if fault == "model" else MODEL
-    config = train_config(tmp_path, analyst="endpoint", analyst_base_url=url, analyst_model=model,
+    config = write_train_config(tmp_path, analyst="endpoint", analyst_base_url=url, analyst_model=model,
                           analyst_timeout=5.0)
     assert main(["train", "--config", config]) == 2  # a model load would fail otherwise: there is no /no/such/model
     err = capsys.readouterr().err
