@@ -132,7 +132,8 @@ def test_a_failed_request_is_retried_then_succeeds(server):
 
 
 @pytest.mark.parametrize("fault, message", [
-    ("model", "melrl train: error: analyst_model 'no-such-model' is not served by {url} (it serves: teacher-test)"),
+    ("model", "melrl train: error: analyst_model 'no-such-model' is not served by {url} (GET /models lists: "
+              "teacher-test; a request for it answered HTTP 404)"),
     ("unreachable", "melrl train: error: analyst_base_url http://127.0.0.1:{port}/v1 cannot be reached"),
 ])
 def test_the_endpoint_is_checked_before_the_model_loads(tmp_path, capsys, server, fault, message):

@@ -84,22 +84,30 @@ def _openai():
 
 
 def check_endpoint(settings: EndpointSettings) -> None:
-    """Raise `AnalystEndpointError` (one line) unless the server at `base_url` lists `model` in `GET /models`."""
+    """Raise `AnalystEndpointError` (one line) unless the server at `base_url` serves `model`: listed by its
+    `GET /models`, or, where the list leaves it out (`transformers serve` lists only the hub cache's models, not a
+    local folder it serves), answering a 1-token chat completion for it."""
     openai = _openai()
-    where = f"analyst_base_url {settings.base_url}"
-    try:
-        with openai.OpenAI(**{**settings.client_options(), "timeout": min(settings.timeout, 30.0)}) as client:
-            served = [model.id for model in client.models.list()]
-    except openai.APIStatusError as error:
-        raise AnalystEndpointError(f"{where} answered GET /models with HTTP {error.status_code}; is it an "
-                                   "OpenAI-compatible server (its URL usually ends in /v1)?") from error
-    except openai.OpenAIError as error:
-        raise AnalystEndpointError(f"{where} cannot be reached ({type(error).__name__}: {error}); start the "
-                                   "server or correct the URL") from error
-    if settings.model not in served:
-        listed = ", ".join(served[:8]) + (" ..." if len(served) > 8 else "") if served else "none"
-        raise AnalystEndpointError(f"analyst_model {settings.model!r} is not served by {settings.base_url} (it "
-                                   f"serves: {listed})")
+    unreachable = f"analyst_base_url {settings.base_url} cannot be reached"
+    with openai.OpenAI(**settings.client_options()) as client:
+        try:
+            served = [model.id for model in client.with_options(timeout=min(settings.timeout, 30.0)).models.list()]
+            listing = "GET /models lists: " + (", ".join(served[:8]) + (" ..." if len(served) > 8 else "") or "none")
+        except openai.APIStatusError as error:
+            served, listing = [], f"GET /models answered HTTP {error.status_code}"
+        except openai.OpenAIError as error:
+            raise AnalystEndpointError(f"{unreachable} ({_describe(error, settings.timeout)}); start the server or "
+                                       "correct the URL (it usually ends in /v1)") from error
+        if settings.model in served:
+            return
+        try:
+            client.chat.completions.create(model=settings.model, messages=[{"role": "user", "content": "Hi"}],
+                                           max_tokens=1)
+        except openai.APIStatusError as error:
+            raise AnalystEndpointError(f"analyst_model {settings.model!r} is not served by {settings.base_url} "
+                                       f"({listing}; a request for it answered HTTP {error.status_code})") from error
+        except openai.OpenAIError as error:
+            raise AnalystEndpointError(f"{unreachable} ({_describe(error, settings.timeout)})") from error
 
 
 def request_analyses(settings: EndpointSettings, prompts: list[str]) -> list[AnalystReply]:
