@@ -54,13 +54,14 @@ def _from_endpoint(trainer, jobs: list[MetaExperienceJob]) -> list[MetaExperienc
     replies = decided_on_main(trainer.accelerator, lambda: request_analyses(settings, prompts))
     written = []
     for job, reply in zip(jobs, replies, strict=True):
-        if reply.error is not None:
-            logger.warning("analyst %s failed on problem %s after %d attempt(s): %s", settings.model,
-                           job.problem_id, reply.attempts, reply.error)
-            continue
-        take_reply(job, reply, trainer.processing_class, trainer.eos_token_ids[0], args.analysis_max_new_tokens)
-        written.append(job)
-    trainer.stats.add(analyst_failed=len(jobs) - len(written))
+        if reply.error is None:
+            take_reply(job, reply, trainer.processing_class, trainer.eos_token_ids[0], args.analysis_max_new_tokens)
+            written.append(job)
+    failed = [reply for reply in replies if reply.error is not None]
+    if failed:
+        logger.warning("analyst %s failed on %d of %d analyses, skipped (first: %s after %d attempt(s))",
+                       settings.model, len(failed), len(jobs), failed[0].error, failed[0].attempts)
+    trainer.stats.add(analyst_failed=len(failed))
     return written
 
 

@@ -5,9 +5,8 @@ What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited unchanged):
    batch, beside the problem and gold answer it already holds.
 2. **The meta-experience phase.** After TRL's rollouts and advantages, `_generate_and_score_completions` hands
    the gathered rollouts to `_meta_experience_phase`: contrastive pairs, analysis by the policy (or, with `analyst:
-   endpoint`, by a served model: `melrl.training.analyst`), replay with the
-   analysis in context (every analysis under the paper's `experience_filter: replay`), verdicts (`melrl.method`),
-   on the engine that made the rollouts.
+   endpoint`, by a served model: `melrl.training.analyst`), replay with the analysis in context (every analysis
+   under the paper's `experience_filter: replay`), verdicts (`melrl.method`), on the engine that made the rollouts.
 3. **Advantages.** For `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` TRL's advantages are
    replaced by `melrl.method.algorithms.compute_advantages` on the global batch; `rft` trains with its own loss.
    `reinforce_pp*` (REINFORCE++ as verl) give (B, T) per-token advantages, whitened over the valid tokens of all
