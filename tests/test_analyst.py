@@ -162,3 +162,16 @@ def test_two_processes_ask_once_and_keep_the_same_texts(tiny_model_dir, tmp_path
     assert {a["text"] for a in rank0["analyses"]} <= {analysis(n) for n in range(1, len(server.requests) + 1)}
     records = list(read_jsonl(output / "experiences.jsonl"))
     assert [r["analysis"] for r in records] == [a["text"] for a in rank0["analyses"]]
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"analyst": "teacher"}, r"analyst: 'teacher' is not one of \('policy', 'endpoint'\)"),
+    ({"analyst": "endpoint", "analyst_model": MODEL}, "analyst: endpoint needs analyst_base_url"),
+    ({**endpoint_settings("http://127.0.0.1:1/v1"), "analysis_guidance": "sections"},
+     "analysis_guidance: sections constrains the policy's own analyses"),
+    ({**endpoint_settings("http://127.0.0.1:1/v1"), "analyst_timeout": 0}, "analyst_timeout must be > 0"),
+])
+def test_analyst_settings_are_checked(tmp_path, values, match):
+    with pytest.raises(ValueError, match=match):
+        make_config(tmp_path, **values)
+    assert make_config(tmp_path).analyst == "policy"  # the paper's self-analysis by default
