@@ -110,9 +110,9 @@ def _preset_memory():
     return module
 
 
-def test_paper_presets_fit_80gb_gpus_by_the_readme_arithmetic():
-    """Every paper preset fits one 80 GB GPU per process by benchmarks/preset_memory.py's arithmetic (README, "Memory
-    per preset", which shows the same rows), with vLLM's context holding its longest sequence."""
+def test_paper_presets_fit_80gb_gpus_by_the_documented_arithmetic():
+    """Every paper preset fits one 80 GB GPU per process by benchmarks/preset_memory.py's arithmetic (docs/presets.md,
+    "Memory per preset", which shows the same rows), with vLLM's context holding its longest sequence."""
     from pathlib import Path
 
     memory = _preset_memory()
@@ -126,6 +126,6 @@ def test_paper_presets_fit_80gb_gpus_by_the_readme_arithmetic():
         assert row["kv_tokens"] >= row["vllm_max_model_length"], row  # vLLM starts only if one sequence fits
         if not row["server"]:
             assert row["rollouts_per_step"] == 1024 and row["prompts_per_step"] == 128
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
     for line in memory.markdown(rows).splitlines()[2:]:
-        assert line in readme, f"README's memory table is out of date: {line}"
+        assert line in page, f"docs/presets.md's memory table is out of date: {line}"
