@@ -14,56 +14,59 @@ from melrl.method.prompts import ANALYSIS_TEMPLATES, SOLVE_TEMPLATES
 
 @dataclass
 class MELConfig(GRPOConfig):
-    r"""
-    Configuration of [`MELTrainer`]: every [`trl.GRPOConfig`] field plus the meta-experience loop.
+    r"""Configuration of [`MELTrainer`][melrl.training.trainer.MELTrainer]: every `trl.GRPOConfig` field (and so
+    every `transformers.TrainingArguments` field) plus the meta-experience loop.
 
-    Base algorithm:
-        algorithm (`str`, defaults to `"grpo"`): `grpo` (TRL's group-normalised advantages and `loss_type`),
-            `reinforce_pp` (REINFORCE++ as verl: per-token returns of the outcome reward, minus `beta` x k1 KL per
-            token when `beta` > 0, whitened over the valid tokens of the global batch), `reinforce_pp_baseline`
-            (group mean of the scores subtracted, then whitened the same way) or `rft` (NLL of the correct
-            rollouts, normalised by their token count). Under `reinforce_pp*`, `beta` is the in-reward KL
-            coefficient and TRL's KL loss term is off. Each combines with `meta_experience` on or off.
+    `MELConfig()` is the paper's method. A setting beyond the paper says so ("ours") and is off by default, except
+    the leak check. In YAML or on the command line every field is a key: `melrl train --config FILE --key value`.
 
-    Meta-experience:
-        meta_experience (`bool`, defaults to `True`): run construction, replay validation and internalization.
-            Off, the trainer is plain GRPO on the same batch.
-        mel_coef (`float`, defaults to `1.0`): coefficient of the internalization NLL in the loss (paper: 1).
-        nll_average (`str`, defaults to `"experience"`): how the kept meta-experiences' NLLs are averaged:
-            `experience` (every kept meta-experience of the step alike) or `prompt` (paper Eq. 10: over each
-            prompt's kept meta-experiences, then over prompts).
-        max_pairs_per_prompt (`int`, defaults to `2`): contrastive pairs analysed per prompt with both correct and
-            incorrect rollouts. The paper leaves this open; 2 keeps the analysis cost near the rollout cost at G=8.
-        pair_seed (`int` or `None`): seed of the pair choice; `None` uses `seed`.
-        analysis_prompt (`str`, defaults to `"paper"`): the analysis instruction I: `paper` (Appendix C's
-            Meta-Experience Prompt, verbatim) or `compact` (ours: shorter, one markdown heading per part of M).
-        analysis_guidance (`str`, defaults to `"none"`): `none` (the paper's: the analysis is generated freely) or
-            `sections` (ours, beyond the paper: the analysis is constrained by a grammar to the prompt's output
-            skeleton, its heading lines verbatim and in order with free text between them, each section at most
-            its share of `analysis_max_new_tokens` at 3 characters a token; `melrl.method.guidance`). Through
-            vLLM's structured outputs on vLLM, through xgrammar's logits processor on transformers (needs the
-            `guidance` extra).
-        experience_filter (`str`, defaults to `"replay"`): what sends a meta-experience to replay: `replay` (the
-            paper's: every one; replay alone decides) or `format` (ours: only those that were not truncated and
-            whose sections parse).
-        analysis_max_new_tokens (`int`, defaults to `1024`): token budget of one meta-experience.
-        analysis_max_prompt_length (`int`, defaults to `4096`): context budget of the analysis prompt; longer
-            solutions are cut in the middle (head and tail kept) so that the prompt fits.
-        replay_samples (`int`, defaults to `1`): replay answers sampled per meta-experience.
-        replay_threshold (`float`, defaults to `1.0`): fraction of replay answers that must verify to keep it.
-        replay_max_new_tokens (`int` or `None`): token budget of a replay answer; `None` uses
-            `max_completion_length`.
-        leak_check (`bool`, defaults to `True`): reject meta-experiences whose heuristics or summary contain the
-            gold answer or the problem's distinctive numbers, under either `experience_filter` (ours, beyond the
-            paper).
-        prompt_template (`str`, defaults to `"qwen-boxed"`): solve template; decides how answers are extracted.
-        verifier_timeout (`float`, defaults to `5.0`): seconds allowed to verify one answer.
+    Parameters: Base algorithm
+        algorithm: the base method, combined with `meta_experience` on or off: `grpo` (TRL's group-normalised
+            advantages and `loss_type`), `reinforce_pp` (REINFORCE++ as verl: per-token returns of the outcome
+            reward, minus `beta` x k1 KL per token when `beta` > 0, whitened over the valid tokens of the global
+            batch), `reinforce_pp_baseline` (group mean of the scores subtracted, then whitened the same way) or
+            `rft` (NLL of the correct rollouts, normalised by their token count). Under `reinforce_pp*`, `beta` is
+            the in-reward KL coefficient and TRL's KL loss term is off.
 
-    Validation during training (lines `{"step", "eval/<benchmark>/pass@1", ...}` in `metrics.jsonl`):
-        validation_benchmarks (`list[str]` or `None`): benchmarks to validate on (e.g. `[math500, amc23]`).
-        validation_steps (`int`, defaults to `0`): validate every this many steps (0: never).
-        validation_limit (`int`, defaults to `32`): first N problems of each benchmark.
-        validation_max_new_tokens (`int`, defaults to `1024`): token budget of a validation answer.
+    Parameters: Meta-experience loop
+        meta_experience: run construction, replay validation and internalization. Off, the trainer is the base
+            algorithm alone on the same batch.
+        mel_coef: coefficient of the internalization NLL in the loss (the paper's: 1).
+        nll_average: how the kept meta-experiences' NLLs are averaged: `experience` (every kept meta-experience of
+            the step alike; the paper's Eq. 7) or `prompt` (the paper's Eq. 10: over each prompt's kept
+            meta-experiences, then over the prompts that kept any).
+        max_pairs_per_prompt: contrastive (correct, incorrect) pairs analysed per prompt with both correct and
+            incorrect rollouts. The paper leaves this open; 2 keeps the analysis cost near the rollout cost at
+            G = 8.
+        pair_seed: seed of the pair choice; `None` uses `seed`.
+        analysis_prompt: the analysis instruction: `paper` (Appendix C's Meta-Experience Prompt, verbatim) or
+            `compact` (ours: shorter, one markdown heading per part of the meta-experience).
+        analysis_guidance: `none` (the paper's: the analysis is generated freely) or `sections` (ours, beyond the
+            paper: a grammar holds the analysis to the prompt's output skeleton, its heading lines verbatim and in
+            order with free text between them, each section at most its share of `analysis_max_new_tokens` at 3
+            characters a token; `melrl.method.guidance`). Through vLLM's structured outputs on vLLM, through
+            xgrammar's logits processor on transformers (needs the `guidance` extra).
+        experience_filter: what sends a meta-experience to replay: `replay` (the paper's: every one that is not
+            empty; replay alone decides) or `format` (ours: only those that were not truncated and whose sections
+            parse).
+        analysis_max_new_tokens: token budget of one meta-experience.
+        analysis_max_prompt_length: context budget of the analysis prompt; longer solutions are cut in the middle
+            (head and tail kept) so that the prompt fits.
+        replay_samples: replay answers sampled per meta-experience (the paper's: 1).
+        replay_threshold: fraction of the replay answers that must verify to keep the meta-experience (the
+            paper's: 1.0, its one answer).
+        replay_max_new_tokens: token budget of a replay answer; `None` uses `max_completion_length`.
+        leak_check: reject meta-experiences whose heuristics or reflective summary contain the gold answer or the
+            problem's distinctive numbers, under either `experience_filter` (ours, beyond the paper).
+        prompt_template: solve template (`qwen-boxed`, `dapo`, `short`); decides how answers are extracted.
+        verifier_timeout: seconds allowed to verify one answer.
+
+    Parameters: Validation during training
+        validation_benchmarks: benchmarks to validate on (e.g. `[math500, amc23]`); each validation adds a line
+            `{"step", "eval/<benchmark>/pass@1", ...}` to `metrics.jsonl`.
+        validation_steps: validate every this many optimizer steps (0: never).
+        validation_limit: the first N problems of each benchmark.
+        validation_max_new_tokens: token budget of a validation answer.
     """
 
     algorithm: str = field(default="grpo", metadata={"help": f"Base algorithm: one of {ADVANTAGE_METHODS}."})
