@@ -1,4 +1,4 @@
-"""GPU memory per process of the paper presets: the arithmetic behind README's "Memory per preset".
+"""GPU memory per process of the paper presets: the arithmetic behind docs/presets.md, "Memory per preset".
 
     .venv/bin/python benchmarks/preset_memory.py            # the tables, in markdown
     .venv/bin/python benchmarks/preset_memory.py --json     # the same numbers as JSON
