@@ -1,6 +1,9 @@
 """Small helpers shared by the tests."""
 
+import shutil
 import socket
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +12,19 @@ from melrl.data import default_data_dir
 # The registered benchmarks are read from the shared data directory ($MELRL_DATA_DIR or ../shared/data).
 needs_data = pytest.mark.skipif(not default_data_dir().is_dir(),
                                 reason=f"shared data directory {default_data_dir()} not present")
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+def chromium(url: str, user_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Chromium run headless on `url` with its own profile folder (`--dump-dom`, `--screenshot=...` as `extra`)."""
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", f"--user-data-dir={user_dir}", *extra, url],
+        capture_output=True, text=True, timeout=90,
+    )
 
 
 def free_port() -> int:
