@@ -1,8 +1,8 @@
 """`MELTrainer`: TRL's GRPOTrainer plus meta-experience construction, replay validation and internalization.
 
 What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited unchanged):
-1. **Verdicts kept.** `_calculate_rewards` writes each rollout's rewards and completion into its own row of the
-   batch, beside the problem and gold answer it already holds.
+1. **Verdicts kept.** `_calculate_rewards` keeps the rewards tensor TRL gathered (process order) and this process's
+   completion ids; the loop gathers each row's problem and gold answer beside them (with the loop off, nothing).
 2. **The meta-experience phase.** After TRL's rollouts and advantages, `_generate_and_score_completions` hands
    the gathered rollouts to `_meta_experience_phase`: contrastive pairs, analysis by the policy, replay with the
    analysis in context (every analysis under the paper's `experience_filter: replay`), verdicts (`melrl.method`),
@@ -30,6 +30,7 @@ from accelerate.utils import DistributedType, gather_object
 from transformers.training_args import OptimizerNames
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import get_config_model_id
 
 from melrl.method.algorithms import (
     TOKEN_LEVEL_METHODS,
@@ -52,43 +53,54 @@ from melrl.verify.verifier import verify_batch
 
 logger = logging.getLogger("melrl.trainer")
 
-# Keys under which a rollout's row of the batch carries what `_calculate_rewards` saw.
-REWARDS_KEY, COMPLETION_KEY = "melrl_rewards", "melrl_completion_ids"
+
+
+def _check_columns(args: MELConfig, dataset, default_reward: bool) -> None:
+    """The loop reads each row's problem and gold answer; the default accuracy reward reads the gold answer."""
+    needed = ({"problem", "answer"} if args.meta_experience else set()) | ({"answer"} if default_reward else set())
+    if not needed:
+        return
+    if dataset is None:
+        raise ValueError(f"the meta-experience loop needs a train_dataset with the column(s) {sorted(needed)}; "
+                         "set meta_experience: false to train without it")
+    missing = needed - set(getattr(dataset, "column_names", None) or needed)
+    if missing:
+        raise ValueError(
+            f"the training dataset lacks the column(s) {sorted(missing)}: the meta-experience loop needs the problem "
+            "text and the gold answer beside the prompt (melrl.training.train.build_train_dataset makes them), and "
+            "the default accuracy reward the gold answer; set meta_experience: false to train on prompts alone")
 
 
 class MELTrainer(GRPOTrainer):
-    """GRPO with Meta-Experience Learning. Takes the arguments of `trl.GRPOTrainer` with a `MELConfig`.
+    """GRPO with Meta-Experience Learning. Takes the arguments of `trl.GRPOTrainer` with a `MELConfig` (`args=None`:
+    the default `MELConfig`, the paper's method).
 
-    `reward_funcs` defaults to the verifier-based accuracy reward for `args.prompt_template`. A rollout counts as
-    correct when the reward function named `accuracy` gives it 1 (or, with none of that name, when the weighted
-    total reaches 1). The training dataset needs `problem` and `answer` columns beside `prompt`.
+    A rollout counts as correct when the reward function named `accuracy` gives it 1 (or, with none of that name,
+    when the weighted total reaches 1). Where the loop (or `algorithm: rft`) needs these verdicts and no reward source
+    is given (no `reward_funcs`, `environment_factory` or `rollout_func`), the verifier-based accuracy reward for
+    `args.prompt_template` is the reward. The loop needs `problem` and `answer` columns beside `prompt`; with
+    `meta_experience: false` the trainer reads no column beyond TRL's own.
     """
 
     _tag_names = ["trl", "grpo", "melrl"]
 
     def __init__(self, model, reward_funcs=None, args: MELConfig | None = None, **kwargs):
-        if args is None:
-            raise ValueError("MELTrainer needs a MELConfig (args=MELConfig(...))")
-        if reward_funcs is None:
+        if args is None:  # as GRPOTrainer builds its default GRPOConfig
+            name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = MELConfig(f"{name.split('/')[-1]}-MEL")
+        default_reward = reward_funcs is None and (args.meta_experience or args.algorithm == "rft") and not (
+            kwargs.get("environment_factory") or kwargs.get("rollout_func"))
+        if default_reward:
             reward_funcs = [make_accuracy_reward(ANSWER_FORMAT[args.prompt_template], args.verifier_timeout)]
+        _check_columns(args, kwargs.get("train_dataset"), default_reward)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
-        self._check_columns(kwargs.get("train_dataset"))
         self._answer_format = ANSWER_FORMAT[args.prompt_template]
+        self._scored: tuple[torch.Tensor, list] | None = None  # what `_calculate_rewards` saw last
         self._nll_batches: dict[int, dict] = {}  # micro-step of the generation batch -> this process's NLL rows
         self._skip_update = False
         self.run_files = RunFilesCallback(args.output_dir, self.accelerator, self._metrics["train"])
         self.add_callback(self.run_files)
         self.add_callback(CheckpointMarkerCallback())
-
-    def _check_columns(self, dataset) -> None:
-        if not self.args.meta_experience or dataset is None or not hasattr(dataset, "column_names"):
-            return
-        missing = {"prompt", "problem", "answer"} - set(dataset.column_names)
-        if missing:
-            raise ValueError(
-                f"the training dataset lacks the column(s) {sorted(missing)}; MEL needs the problem text and the "
-                "gold answer beside the prompt (melrl.training.train.build_train_dataset makes them)"
-            )
 
     @property
     def stats(self):
@@ -99,9 +111,7 @@ class MELTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         with self.stats.timed("scoring"):
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        start = self.accelerator.process_index * len(prompts)
-        for row, reward, ids in zip(inputs, rewards[start : start + len(prompts)].tolist(), completion_ids_list):
-            row[REWARDS_KEY], row[COMPLETION_KEY] = reward, list(ids)
+        self._scored = rewards.cpu(), [list(ids) for ids in completion_ids_list]  # (B x processes, funcs); local
         return rewards
 
     def _correct(self, rewards: torch.Tensor) -> list[bool]:
@@ -115,33 +125,41 @@ class MELTrainer(GRPOTrainer):
         """(B, n_funcs) -> (B,) weighted sum of the reward functions, as TRL forms it; NaN counts as 0."""
         return torch.nan_to_num((rewards * self.reward_weights.cpu().unsqueeze(0)).nansum(dim=1), nan=0.0)
 
-    def _gather_rollouts(self, inputs: list[dict]) -> Rollouts:
-        rows = gather_object([(x["problem"], str(x["answer"]), str(x.get("id", "")), x[COMPLETION_KEY],
-                               x[REWARDS_KEY]) for x in inputs])
-        problems, golds, ids, completion_ids, rewards = map(list, zip(*rows))
-        rewards = torch.tensor(rewards, dtype=torch.float32)
+    def _gather_rollouts(self, inputs: list[dict], rewards: torch.Tensor, completion_ids: list) -> Rollouts:
+        """The generation batch of every process, in TRL's process order (that of the rewards it gathered)."""
+        missing = {"problem", "answer"} - set(inputs[0])
+        if missing:
+            raise ValueError(f"the meta-experience loop needs the column(s) {sorted(missing)} in every training row")
+        rows = gather_object([(x["problem"], str(x["answer"]), str(x.get("id", "")), ids)
+                              for x, ids in zip(inputs, completion_ids, strict=True)])
+        problems, golds, ids, completion_ids = map(list, zip(*rows))
         return Rollouts(problems, golds, ids, completion_ids, rewards, self._correct(rewards))
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
-        scoring_before = self.stats.time["scoring"]
+        scoring_before, self._scored = self.stats.time["scoring"], None
         with self.stats.timed("rollout"):
             output = super()._generate_and_score_completions(inputs)
         self.stats.time["rollout"] -= self.stats.time["scoring"] - scoring_before
-        rollouts = self._gather_rollouts(inputs)
-        self._count_rollouts(rollouts, output)
+        if self._scored is None:
+            raise RuntimeError("GRPOTrainer scored this batch without `_calculate_rewards`: MEL cannot see rewards")
+        rewards, completion_ids = self._scored
+        correct = self._correct(rewards)
+        self._count_rollouts(rewards, correct, output)
         if self.args.algorithm != "grpo":
-            self._replace_advantages(output, rollouts)
-        kept = self._meta_experience_phase(rollouts) if self.args.meta_experience else []
+            self._replace_advantages(output, rewards, correct)
+        kept = []
+        if self.args.meta_experience:
+            kept = self._meta_experience_phase(self._gather_rollouts(inputs, rewards, completion_ids))
         self._assign_nll(kept)
         return output
 
-    def _count_rollouts(self, rollouts: Rollouts, output: dict) -> None:
-        group, correct = self.num_generations, rollouts.correct
+    def _count_rollouts(self, rewards: torch.Tensor, correct: list[bool], output: dict) -> None:
+        group = self.num_generations
         tokens = self.accelerator.gather(torch.stack([output["prompt_mask"].sum(), output["completion_mask"].sum()]))
         self.stats.add(
-            reward_sum=self._total_rewards(rollouts.rewards).sum().item(), rollouts=len(correct),
+            reward_sum=self._total_rewards(rewards).sum().item(), rollouts=len(correct),
             groups=len(correct) // group,
             mixed_groups=sum(0 < sum(correct[i : i + group]) < group for i in range(0, len(correct), group)),
             rollout_prompt_tokens=tokens.view(-1, 2)[:, 0].sum().item(),
@@ -150,13 +168,12 @@ class MELTrainer(GRPOTrainer):
 
     # ---------------------------------------------------------------- 3. advantages
 
-    def _replace_advantages(self, output: dict, rollouts: Rollouts) -> None:
+    def _replace_advantages(self, output: dict, rewards: torch.Tensor, correct: list[bool]) -> None:
         """Advantages of the base algorithm, computed on the global batch and sliced back to this process: (B,)
         for `rft`, (B, T) per-token for `reinforce_pp*` (the completion masks, and the in-reward KL when `beta` is
         set, gathered from every process, padded to a common width)."""
         algorithm = self.args.algorithm
-        rewards = (torch.tensor(rollouts.correct, dtype=torch.float32) if algorithm == "rft"
-                   else self._total_rewards(rollouts.rewards))
+        rewards = torch.tensor(correct, dtype=torch.float32) if algorithm == "rft" else self._total_rewards(rewards)
         device = output["advantages"].device
         local = output["advantages"].size(0)
         rows = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
