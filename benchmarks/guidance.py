@@ -75,7 +75,7 @@ def run_arm(trainer, rollouts, guidance: str, seed: int) -> dict:
     import torch
 
     from melrl.jsonl import read_jsonl
-    from melrl.method.experience import template_copies
+    from melrl.method.parsing import template_copies
     from melrl.training.run_files import StepStats
 
     trainer.args.analysis_guidance = guidance

@@ -13,17 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from melrl.method import prompts
-from melrl.method.experience import (
-    MAX_PARSE_CHARS,
-    MetaExperienceFormatError,
-    Pair,
-    find_leaks,
-    leak_scope,
-    leaks,
-    parse_meta_experience,
-    retention_ratio,
-    select_pairs,
-)
+from melrl.method.leaks import find_leaks, leaks
+from melrl.method.pairs import Pair, select_pairs
+from melrl.method.parsing import MAX_PARSE_CHARS, MetaExperienceFormatError, leak_scope, parse_meta_experience
+from melrl.method.retention import retention_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +33,7 @@ def _env():
 
 def test_import_pulls_in_no_torch_trl_transformers():
     code = (
-        "import sys, melrl.method.experience\n"
+        "import sys, melrl.method.pairs, melrl.method.parsing, melrl.method.leaks, melrl.method.retention\n"
         "heavy = [m for m in ('torch', 'trl', 'transformers') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
@@ -82,6 +75,15 @@ def test_cap_and_distinct():
     assert {(p.correct, p.incorrect) for p in everything} == set(itertools.product([0, 2, 4], [1, 3, 5, 6, 7]))
 
 
+def test_no_cap_gives_the_papers_set_of_every_pair():
+    # §3.2: P_x = {(y+, y-) | y+ in Y+, y- in Y-}
+    correct = [1, 0, 1, 0, 1, 0, 0, 0] + [0, 1, 1, 1, 1, 0, 0, 0]
+    pairs = select_pairs(correct, group_size=8, max_pairs_per_prompt=None, seed=1)
+    assert len(pairs) == len(set(pairs)) == 3 * 5 + 4 * 4
+    assert {(p.correct, p.incorrect) for p in pairs if p.group == 1} == set(
+        itertools.product([9, 10, 11, 12], [8, 13, 14, 15]))
+
+
 @pytest.mark.parametrize("n_correct", range(1, 8))
 @pytest.mark.parametrize("seed", range(3))
 def test_spreads_over_distinct_rollouts_first(n_correct, seed):
@@ -112,7 +114,7 @@ def test_deterministic_and_varies_with_seed_and_step():
 def test_deterministic_across_processes():
     correct = [1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1, 0, 1]
     code = (
-        "from melrl.method.experience import select_pairs\n"
+        "from melrl.method.pairs import select_pairs\n"
         f"print([tuple(vars(p).values()) for p in select_pairs({correct}, 8, 5, seed=11, step=4)])\n"
     )
     outs = set()

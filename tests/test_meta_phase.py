@@ -3,7 +3,7 @@ replay, replay keep/drop."""
 
 import pytest
 
-from melrl.method.experience import Pair
+from melrl.method.pairs import Pair
 from melrl.method.meta_phase import (
     EXPERIENCE_FILTERS, MetaExperienceJob, build_jobs, is_replay_candidate, judge_analysis,
 )

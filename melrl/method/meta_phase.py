@@ -21,7 +21,9 @@ import logging
 from dataclasses import dataclass, field
 
 from melrl.verify.answers import extract_answer
-from melrl.method.experience import MetaExperienceFormatError, Pair, find_leaks, leak_scope, parse_meta_experience
+from melrl.method.leaks import find_leaks
+from melrl.method.pairs import Pair
+from melrl.method.parsing import MetaExperienceFormatError, leak_scope, parse_meta_experience
 from melrl.method.prompts import TRUNCATION_MARKER, analysis_text, render, replay_text, truncate_middle
 
 EXPERIENCE_FILTERS = ("replay", "format")

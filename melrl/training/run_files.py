@@ -18,7 +18,7 @@ import torch
 from transformers import TrainerCallback
 
 from melrl.jsonl import JsonlWriter
-from melrl.method.experience import retention_ratio
+from melrl.method.retention import retention_ratio
 from melrl.training.runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
 
 GENERATION_PHASES = ("rollout", "scoring", "analysis", "replay")

@@ -42,7 +42,7 @@ from melrl.method.algorithms import (
     sequence_mean_nll,
     token_log_probs,
 )
-from melrl.method.experience import select_pairs
+from melrl.method.pairs import select_pairs
 from melrl.method.meta_phase import MetaExperienceJob, build_jobs, is_replay_candidate, judge_analysis
 from melrl.method.prompts import ANSWER_FORMAT, render
 from melrl.training.config import MELConfig
