@@ -10,7 +10,7 @@ from trl import GRPOTrainer
 import melrl.training.trainer as trainer_module
 from melrl.method.algorithms import sequence_mean_nll, token_log_probs
 from melrl.training.config import MELConfig
-from melrl.method.experience import Pair
+from melrl.method.pairs import Pair
 from melrl.method.meta_phase import MetaExperienceJob
 from melrl.models import load_model_and_tokenizer
 from melrl.training.trainer import MELTrainer
@@ -393,3 +393,21 @@ def test_reinforce_pp_puts_the_kl_in_the_token_rewards_and_not_in_the_loss(tiny_
     assert torch.equal(trainer._compute_loss(trainer.model, shifted), loss)  # TRL's KL term is off
     trainer.beta = 0.0
     assert torch.equal(GRPOTrainer._compute_loss(trainer, trainer.model, output), loss)
+
+
+def test_nll_counts_whole_per_optimizer_step_when_a_generation_spans_several(tiny_model_dir, tmp_path):
+    # steps_per_generation = 2 x gradient accumulation: a generation batch's NLL rows are spread over two optimizer
+    # steps, so each micro-step's share counts twice, as TRL rescales its own `dapo` normaliser: mel_coef stays
+    # the NLL's weight per optimizer step
+    trainer = make_trainer(tiny_model_dir, tmp_path, gradient_accumulation_steps=1, steps_per_generation=2,
+                           per_device_train_batch_size=4)
+    trainer.model.train()
+    kept = [job([5, 6, 7], [8, 9, 2]), job([10], [11, 12, 13, 14, 2])]
+    trainer._assign_nll(kept)
+    batch = trainer._nll_batches[0]  # the first of the two, weight 1/2
+    trainer.current_gradient_accumulation_steps = 1
+    spanning = trainer._mel_loss(trainer.model, batch)
+    trainer.current_gradient_accumulation_steps = 2  # one optimizer step per generation batch
+    whole = trainer._mel_loss(trainer.model, batch)
+    torch.testing.assert_close(spanning, 2 * whole)
+    assert whole.item() == pytest.approx(0.5 * mean_nll_by_hand(trainer.model, kept[:1]), rel=1e-4)

@@ -1,29 +1,24 @@
 """`MELTrainer`: TRL's GRPOTrainer plus meta-experience construction, replay validation and internalization.
 
 What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited unchanged):
-1. **Verdicts kept.** `_calculate_rewards` keeps the rewards tensor TRL gathered (process order) and this process's
-   completion ids; the loop gathers each row's problem and gold answer beside them (with the loop off, nothing).
-2. **The meta-experience phase.** After TRL's rollouts and advantages, `_generate_and_score_completions` hands
-   the gathered rollouts to `_meta_experience_phase`: contrastive pairs, analysis by the policy, replay with the
-   analysis in context (every analysis under the paper's `experience_filter: replay`), verdicts (`melrl.method`),
-   on the engine that made the rollouts.
-3. **Advantages.** For `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` TRL's advantages are
-   replaced by `melrl.method.algorithms.compute_advantages` on the global batch; `rft` trains with its own loss.
-   `reinforce_pp*` (REINFORCE++ as verl) give (B, T) per-token advantages, whitened over the valid tokens of all
-   processes (completion masks gathered, padded to a common width); with `beta` > 0 the k1 KL between the sampling
-   policy and the reference is a penalty in the token rewards, and TRL's KL term of the loss is off for them.
-4. **The NLL term.** `_compute_loss` adds `mel_coef` x the mean NLL of the kept meta-experiences (paper Eq. 7),
-   each conditioned on its analysis prompt [I, x, y+, y-]. It takes its own backward pass first (but under LOMO
-   and ZeRO-1/2), so that the micro-step's memory peak stays that of a plain update.
+1. **Verdicts kept.** `_calculate_rewards` keeps the rewards TRL gathered and this process's completion ids.
+2. **The meta-experience phase.** After TRL's rollouts and advantages, `_meta_experience_phase` pairs the gathered
+   rollouts, has the policy analyse each pair, replays every analysis (the paper's `experience_filter: replay`) and
+   keeps the verified ones (`melrl.method`), on the engine that made the rollouts.
+3. **Advantages.** `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` replace TRL's advantages by
+   `melrl.method.algorithms.compute_advantages` on the global batch: (B, T) per-token for `reinforce_pp*` (with
+   `beta` > 0 the k1 KL to the reference is a token-reward penalty and TRL's KL term is off); `rft` has its own loss.
+4. **The NLL term.** `_compute_loss` adds `mel_coef` x the mean NLL of the kept meta-experiences (paper Eq. 7), each
+   conditioned on its analysis prompt [I, x, y+, y-], in its own backward pass first (but under LOMO and ZeRO-1/2),
+   so that the micro-step's memory peak stays that of a plain update.
 
-Run files (`metrics.jsonl`, `experiences.jsonl`, checkpoint markers) are written by the callbacks of
-`melrl.training.run_files`. A step whose loss is not finite on any process is skipped (`training_step`).
+Run files are written by the callbacks of `melrl.training.run_files`. A step whose loss is not finite on any process
+is skipped (`training_step`).
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager, nullcontext
 
 import torch
 from accelerate.utils import DistributedType, gather_object
@@ -35,51 +30,28 @@ from trl.trainer.utils import get_config_model_id
 from melrl.method.algorithms import (
     TOKEN_LEVEL_METHODS,
     compute_advantages,
-    context_and_target_rows,
     kl_penalty,
-    meta_experience_weights,
     rft_loss_sum,
     sequence_mean_nll,
-    token_log_probs,
 )
 from melrl.method.pairs import select_pairs
 from melrl.method.meta_phase import MetaExperienceJob, build_jobs, is_replay_candidate, judge_analysis
 from melrl.method.prompts import ANSWER_FORMAT, render
 from melrl.training.config import MELConfig
+from melrl.training.internalization import nll_batches, target_log_probs
 from melrl.training.generation import Rollouts, analysis_guidance, generate_distributed
-from melrl.training.rewards import make_accuracy_reward
+from melrl.training.rewards import verdict_sources
 from melrl.training.run_files import CheckpointMarkerCallback, RunFilesCallback
 from melrl.verify.verifier import verify_batch
 
 logger = logging.getLogger("melrl.trainer")
 
 
-
-def _check_columns(args: MELConfig, dataset, default_reward: bool) -> None:
-    """The loop reads each row's problem and gold answer; the default accuracy reward reads the gold answer."""
-    needed = ({"problem", "answer"} if args.meta_experience else set()) | ({"answer"} if default_reward else set())
-    if not needed:
-        return
-    if dataset is None:
-        raise ValueError(f"the meta-experience loop needs a train_dataset with the column(s) {sorted(needed)}; "
-                         "set meta_experience: false to train without it")
-    missing = needed - set(getattr(dataset, "column_names", None) or needed)
-    if missing:
-        raise ValueError(
-            f"the training dataset lacks the column(s) {sorted(missing)}: the meta-experience loop needs the problem "
-            "text and the gold answer beside the prompt (melrl.training.train.build_train_dataset makes them), and "
-            "the default accuracy reward the gold answer; set meta_experience: false to train on prompts alone")
-
-
 class MELTrainer(GRPOTrainer):
-    """GRPO with Meta-Experience Learning. Takes the arguments of `trl.GRPOTrainer` with a `MELConfig` (`args=None`:
-    the default `MELConfig`, the paper's method).
-
-    A rollout counts as correct when the reward function named `accuracy` gives it 1 (or, with none of that name,
-    when the weighted total reaches 1). Where the loop (or `algorithm: rft`) needs these verdicts and no reward source
-    is given (no `reward_funcs`, `environment_factory` or `rollout_func`), the verifier-based accuracy reward for
-    `args.prompt_template` is the reward. The loop needs `problem` and `answer` columns beside `prompt`; with
-    `meta_experience: false` the trainer reads no column beyond TRL's own.
+    """GRPO with Meta-Experience Learning: the arguments of `trl.GRPOTrainer` with a `MELConfig` (`args=None`: the
+    default, the paper's method). A rollout is correct when the reward function named `accuracy` gives it 1 (with
+    none of that name, when the weighted total reaches 1); the default reward sources and the columns the loop reads:
+    `melrl.training.rewards.verdict_sources`. With `meta_experience: false` no column beyond TRL's own is read.
     """
 
     _tag_names = ["trl", "grpo", "melrl"]
@@ -88,11 +60,7 @@ class MELTrainer(GRPOTrainer):
         if args is None:  # as GRPOTrainer builds its default GRPOConfig
             name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = MELConfig(f"{name.split('/')[-1]}-MEL")
-        default_reward = reward_funcs is None and (args.meta_experience or args.algorithm == "rft") and not (
-            kwargs.get("environment_factory") or kwargs.get("rollout_func"))
-        if default_reward:
-            reward_funcs = [make_accuracy_reward(ANSWER_FORMAT[args.prompt_template], args.verifier_timeout)]
-        _check_columns(args, kwargs.get("train_dataset"), default_reward)
+        reward_funcs = verdict_sources(args, reward_funcs, kwargs)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         self._answer_format = ANSWER_FORMAT[args.prompt_template]
         self._scored: tuple[torch.Tensor, list] | None = None  # what `_calculate_rewards` saw last
@@ -115,10 +83,8 @@ class MELTrainer(GRPOTrainer):
         return rewards
 
     def _correct(self, rewards: torch.Tensor) -> list[bool]:
-        if "accuracy" in self.reward_func_names:
-            column = rewards[:, self.reward_func_names.index("accuracy")]
-        else:
-            column = self._total_rewards(rewards)
+        names = self.reward_func_names
+        column = rewards[:, names.index("accuracy")] if "accuracy" in names else self._total_rewards(rewards)
         return (torch.nan_to_num(column, nan=0.0) >= 1.0 - 1e-6).tolist()
 
     def _total_rewards(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -181,8 +147,8 @@ class MELTrainer(GRPOTrainer):
             mask = output["completion_mask"]  # (B, T); T differs between processes
             token_kl = kl_penalty(self._sampling_log_probs(output), output["ref_per_token_logps"]) * mask \
                 if self._kl_in_reward else None
-            global_mask = self._gather_padded(mask)
-            global_kl = self._gather_padded(token_kl) if token_kl is not None else None
+            pad = lambda t: self.accelerator.gather(self.accelerator.pad_across_processes(t, dim=1))  # noqa: E731
+            global_mask, global_kl = pad(mask), pad(token_kl) if token_kl is not None else None  # (B x processes, T)
             advantages = compute_advantages(rewards.to(device), self.num_generations, algorithm,
                                             response_mask=global_mask, token_kl=global_kl, kl_coef=self.beta)
             output["advantages"] = advantages[rows, : mask.size(1)].contiguous()
@@ -204,10 +170,6 @@ class MELTrainer(GRPOTrainer):
         of the loss is off (it would count it twice)."""
         return self.args.algorithm in TOKEN_LEVEL_METHODS and self.beta != 0.0
 
-    def _gather_padded(self, tensor: torch.Tensor) -> torch.Tensor:
-        """(B, T) rows of every process, right-padded with 0 to the widest T: (B x processes, T_max)."""
-        return self.accelerator.gather(self.accelerator.pad_across_processes(tensor, dim=1, pad_index=0))
-
     def _sampling_log_probs(self, output: dict) -> torch.Tensor:
         """(B, T) log-probabilities of the completions under the policy that sampled them (verl's `old_log_probs`):
         TRL's `old_per_token_logps` when it computed them, else one no-grad forward pass (text-only inputs)."""
@@ -221,15 +183,6 @@ class MELTrainer(GRPOTrainer):
                 self.model, input_ids, attention_mask, completion_ids.size(1),
                 batch_size=self.args.per_device_train_batch_size)
         return logps
-
-    @contextmanager
-    def _without_kl_loss(self):
-        """TRL's loss without its KL term (`beta` read as 0), for an update whose KL is in the advantages."""
-        beta, self.beta = self.beta, 0.0
-        try:
-            yield
-        finally:
-            self.beta = beta
 
     # ---------------------------------------------------------------- 2. the meta-experience phase
 
@@ -292,28 +245,10 @@ class MELTrainer(GRPOTrainer):
         return self.args.meta_experience and self.args.mel_coef > 0
 
     def _assign_nll(self, kept: list[MetaExperienceJob]) -> None:
-        """Spread the kept meta-experiences over processes and the micro-steps of the generation batch. A process
-        with none in a micro-step that another process uses gets one zero-weight row, so that every process runs
-        the same forward and backward passes."""
-        self._nll_batches = {}
-        if not kept or not self._internalizing:
-            return
-        weights = dict(zip(map(id, kept), meta_experience_weights([j.pair.group for j in kept],
-                                                                      self.args.nll_average)))
-        world, rank, slices = self.accelerator.num_processes, self.accelerator.process_index, \
-            self.args.steps_per_generation
-        used: dict[int, list[MetaExperienceJob]] = {}
-        for k, job in enumerate(kept):
-            used.setdefault((k // world) % slices, [])
-            if k % world == rank:
-                used[(k // world) % slices].append(job)
-        for slot, jobs in used.items():
-            rows = jobs or kept[:1]
-            batch = context_and_target_rows([j.analysis_prompt_ids for j in rows], [j.analysis_ids for j in rows],
-                                            self._tokenizer.pad_token_id)
-            batch["weight"] = torch.tensor([weights[id(j)] if jobs else 0.0 for j in rows])
-            batch["kept"] = torch.full((len(rows),), 1.0 if jobs else 0.0)
-            self._nll_batches[slot] = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        self._nll_batches = nll_batches(
+            kept if self._internalizing else [], self.args.nll_average, self.accelerator.num_processes,
+            self.accelerator.process_index, self.args.steps_per_generation, self._tokenizer.pad_token_id,
+            self.accelerator.device)
 
     def _compute_loss(self, model, inputs):
         batch = self._nll_batches.get(self._step % self.args.steps_per_generation) if self.model.training else None
@@ -329,9 +264,13 @@ class MELTrainer(GRPOTrainer):
         if self.args.algorithm == "rft" and "rft_correct" in inputs:
             loss = self._rft_loss(model, inputs)
         else:
-            # (B, T) advantages under reinforce_pp*: TRL's loss uses them as they are (it unsqueezes only (B,))
-            with self._without_kl_loss() if self._kl_in_reward and self.model.training else nullcontext():
+            # (B, T) advantages under reinforce_pp*: TRL's loss uses them as they are (it unsqueezes only (B,)); a KL
+            # in the advantages takes TRL's KL term out of the loss (`beta` read as 0)
+            beta, self.beta = self.beta, 0.0 if self._kl_in_reward and self.model.training else self.beta
+            try:
                 loss = super()._compute_loss(model, inputs)
+            finally:
+                self.beta = beta
         if batch is None:
             return loss
         return loss + (mel_loss if own_backward else self._mel_loss(model, batch))
@@ -359,42 +298,33 @@ class MELTrainer(GRPOTrainer):
                 self.accelerator.backward(loss)
 
     def _mel_loss(self, model, batch: dict) -> torch.Tensor:
-        """`mel_coef` x the weighted NLL of this micro-step's meta-experiences, scaled so that the micro-steps of
-        all processes add up to the weighted mean over the kept meta-experiences of the generation batch
-        (`nll_average`; the backward pass averages processes)."""
+        """`mel_coef` x the weighted NLL of this micro-step's meta-experiences, scaled so that an optimizer step's
+        micro-steps of all processes add up to the weighted mean (`nll_average`) over the kept meta-experiences of a
+        generation batch (`_window_scale`)."""
         with self.stats.timed("nll"):
-            logps = self._target_log_probs(model, batch["input_ids"], batch["attention_mask"], batch["target_mask"])
+            logps = target_log_probs(model, self.accelerator, self.temperature == 1.0, batch["input_ids"],
+                                     batch["attention_mask"], batch["target_mask"])
             nll = sequence_mean_nll(logps, batch["target_mask"])  # (B,)
         self.stats.add(nll_sum=(nll.detach() * batch["kept"]).sum().item(), nll_count=batch["kept"].sum().item())
-        return self.args.mel_coef * (nll * batch["weight"]).sum() * self.accelerator.num_processes
+        return self.args.mel_coef * (nll * batch["weight"]).sum() * self._window_scale
 
-    def _target_log_probs(self, model, input_ids, attention_mask, target_mask) -> torch.Tensor:
-        """(B, T) temperature-1 log-probabilities of the last T tokens of each row (T = target_mask's width).
-
-        At a rollout temperature of 1 (the paper's) through TRL's fused LM head, which never holds (B, T, V) logits;
-        otherwise from the model's temperature-1 logits of those T positions.
-        """
-        width = target_mask.size(1)
-        if self.temperature == 1.0:
-            labels = torch.full_like(input_ids, -100)
-            labels[:, -width:] = input_ids[:, -width:].masked_fill(target_mask == 0, -100)
-            with self.accelerator.autocast():
-                outputs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
-            return outputs.log_probs[:, -width:]
-        with self.accelerator.autocast():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=width + 1,
-                           use_cache=False).logits
-        return token_log_probs(logits[:, :-1], input_ids[:, -width:])
+    @property
+    def _window_scale(self) -> float:
+        """From a loss normalised over the generation batch of all processes to one accumulation window of one process
+        (the backward pass averages processes), as TRL rescales `dapo`: an optimizer step holds
+        `gradient_accumulation_steps` / `steps_per_generation` of a generation batch."""
+        return self.accelerator.num_processes * self.args.steps_per_generation / self.current_gradient_accumulation_steps
 
     def _rft_loss(self, model, inputs) -> torch.Tensor:
         """NLL of the correct rollouts' tokens over the correct-token count of the whole generation batch."""
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
-        logps = self._target_log_probs(model, input_ids, attention_mask, completion_mask)  # (B, C)
+        logps = target_log_probs(model, self.accelerator, self.temperature == 1.0, input_ids, attention_mask,
+                                 completion_mask)  # (B, C)
         loss_sum = rft_loss_sum(logps, completion_mask, inputs["rft_correct"])
         # Every micro-step of the generation batch adds its share; processes are averaged by the backward pass.
-        loss = loss_sum * self.accelerator.num_processes / inputs["rft_tokens"].clamp(min=1.0)
+        loss = loss_sum * self._window_scale / inputs["rft_tokens"].clamp(min=1.0)
         self._metrics["train"]["rft/correct_fraction"].append(inputs["rft_correct"].float().mean().item())
         return loss
 
