@@ -134,6 +134,13 @@ def test_impossible_settings_name_their_key(values, message):
         MELConfig(**CPU, **values)
 
 
+def test_the_default_config_is_the_papers_method():
+    config = MELConfig(**CPU)
+    assert config.loss_type == "grpo"  # Eq. 10: each response's token mean, then the mean over responses
+    assert config.max_pairs_per_prompt is None  # §3.2: every (correct, incorrect) pair
+    assert config.meta_experience and config.mel_coef == 1.0 and config.experience_filter == "replay"
+
+
 def fail_if_model_loads(*args, **kwargs):
     raise AssertionError("the model was loaded before the configuration was checked")
 

@@ -10,7 +10,7 @@ Which analyses are replayed (`is_replay_candidate`, setting `experience_filter`)
   how it ends. Only an empty analysis (no text to validate or internalize) is never replayed.
 - `format` (ours): today's gate in front of replay as well: only an analysis that was not truncated and whose
   sections parse is replayed.
-- `leak_check` (ours, beyond the paper; default on) rejects an analysis whose heuristics or reflective summary
+- `leak_check` (ours, beyond the paper; off by default) rejects an analysis whose heuristics or reflective summary
   quote the gold answer or the problem's distinctive numbers, under either filter. An analysis without those
   sections is checked whole, for the gold answer only (its diagnosis may name the problem's numbers).
 """
@@ -143,7 +143,7 @@ def build_jobs(
     return jobs
 
 
-def judge_analysis(job: MetaExperienceJob, *, leak_check: bool = True) -> None:
+def judge_analysis(job: MetaExperienceJob, *, leak_check: bool) -> None:
     """Record what can be seen of an analysis, whatever the filter: its parts (`parsed`, `parts`, or
     `parse_error`; a truncated analysis is parsed too) and, with `leak_check`, its leaks. Whether it goes to replay
     is `is_replay_candidate`'s decision."""

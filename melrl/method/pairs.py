@@ -32,7 +32,7 @@ def _group_rng(seed: int, step: int, group: int) -> random.Random:
 
 
 def select_pairs(
-    correct: Sequence[bool], group_size: int, max_pairs_per_prompt: int, seed: int, step: int = 0
+    correct: Sequence[bool], group_size: int, max_pairs_per_prompt: int | None, seed: int, step: int = 0
 ) -> list[Pair]:
     """Choose the contrastive pairs (y+, y-) of a batch of verified rollouts.
 
@@ -45,7 +45,7 @@ def select_pairs(
 
         (C[k mod a], I[(k + floor(k / L)) mod b]),   L = lcm(a, b),
 
-    until `max_pairs_per_prompt` pairs are taken or all a*b pairs are used. The first min(a, b) pairs use
+    until `max_pairs_per_prompt` pairs are taken or all a*b pairs are used (`None`: all, the paper's set). The first min(a, b) pairs use
     distinct rollouts on both sides; at every prefix each correct rollout is used floor(k/a) or ceil(k/a) times
     and each incorrect one floor(k/b) or ceil(k/b) times, so pairs spread over as many distinct rollouts as
     possible before any is reused; and the a*b pairs are enumerated exactly once (block j, k in [jL, (j+1)L),
@@ -60,7 +60,7 @@ def select_pairs(
     """
     if group_size < 2:
         raise ValueError(f"group_size must be >= 2 to have contrastive pairs, got {group_size}")
-    if max_pairs_per_prompt < 1:
+    if max_pairs_per_prompt is not None and max_pairs_per_prompt < 1:
         raise ValueError(f"max_pairs_per_prompt must be >= 1, got {max_pairs_per_prompt}")
     if len(correct) % group_size:
         raise ValueError(
@@ -85,7 +85,7 @@ def select_pairs(
         rng.shuffle(neg)
         a, b = len(pos), len(neg)
         lcm = a * b // _gcd(a, b)
-        for k in range(min(max_pairs_per_prompt, a * b)):
+        for k in range(a * b if max_pairs_per_prompt is None else min(max_pairs_per_prompt, a * b)):
             pairs.append(Pair(group=g, correct=pos[k % a], incorrect=neg[(k + k // lcm) % b]))
     return pairs
 

@@ -24,6 +24,9 @@ class MELConfig(GRPOConfig):
             (group mean of the scores subtracted, then whitened the same way) or `rft` (NLL of the correct
             rollouts, normalised by their token count). Under `reinforce_pp*`, `beta` is the in-reward KL
             coefficient and TRL's KL loss term is off. Each combines with `meta_experience` on or off.
+        loss_type (`str`, defaults to `"grpo"`): TRL's policy-loss normalisation. `grpo` is the paper's Eq. 10 (each
+            response's token mean, then the mean over responses); `GRPOConfig`'s own default is `dapo` (every token
+            of the batch alike). The other values are TRL's (`trl.GRPOConfig`).
 
     Meta-experience:
         meta_experience (`bool`, defaults to `True`): run construction, replay validation and internalization.
@@ -32,8 +35,10 @@ class MELConfig(GRPOConfig):
         nll_average (`str`, defaults to `"experience"`): how the kept meta-experiences' NLLs are averaged:
             `experience` (every kept meta-experience of the step alike) or `prompt` (paper Eq. 10: over each
             prompt's kept meta-experiences, then over prompts).
-        max_pairs_per_prompt (`int`, defaults to `2`): contrastive pairs analysed per prompt with both correct and
-            incorrect rollouts. The paper leaves this open; 2 keeps the analysis cost near the rollout cost at G=8.
+        max_pairs_per_prompt (`int` or `None`, defaults to `None`): contrastive pairs analysed per prompt with both
+            correct and incorrect rollouts. `None` is the paper's set (§3.2): every (correct, incorrect) pair, up to
+            (G/2)^2 per prompt (16 at G = 8). A number caps it (ours, beyond the paper): fewer analyses, replays and
+            NLL rows per step; which pairs are taken: `melrl.method.pairs.select_pairs`.
         pair_seed (`int` or `None`): seed of the pair choice; `None` uses `seed`.
         analysis_prompt (`str`, defaults to `"paper"`): the analysis instruction I: `paper` (Appendix C's
             Meta-Experience Prompt, verbatim) or `compact` (ours: shorter, one markdown heading per part of M).
@@ -53,9 +58,11 @@ class MELConfig(GRPOConfig):
         replay_threshold (`float`, defaults to `1.0`): fraction of replay answers that must verify to keep it.
         replay_max_new_tokens (`int` or `None`): token budget of a replay answer; `None` uses
             `max_completion_length`.
-        leak_check (`bool`, defaults to `True`): reject meta-experiences whose heuristics or summary contain the
-            gold answer or the problem's distinctive numbers, under either `experience_filter` (ours, beyond the
-            paper).
+        leak_check (`bool`, defaults to `False`): ours, beyond the paper: reject meta-experiences whose heuristics or
+            summary contain the gold answer or the problem's distinctive numbers, under either `experience_filter`
+            (`melrl.method.leaks`). Off by default, as the paper has no such check (Appendix C's prompt forbids the
+            leak, and replay is its only filter); on, a meta-experience that states the answer is not internalized
+            even though its replay verifies trivially. The paper presets turn it on.
         prompt_template (`str`, defaults to `"qwen-boxed"`): solve template; decides how answers are extracted.
         verifier_timeout (`float`, defaults to `5.0`): seconds allowed to verify one answer.
 
@@ -67,10 +74,15 @@ class MELConfig(GRPOConfig):
     """
 
     algorithm: str = field(default="grpo", metadata={"help": f"Base algorithm: one of {ADVANTAGE_METHODS}."})
+    loss_type: str = field(
+        default="grpo", metadata={"help": "Policy-loss normalisation (TRL's values); grpo is the paper's Eq. 10."}
+    )
     meta_experience: bool = field(default=True, metadata={"help": "Run the meta-experience loop."})
     mel_coef: float = field(default=1.0, metadata={"help": "Coefficient of the internalization NLL."})
     nll_average: str = field(default="experience", metadata={"help": f"NLL average: one of {NLL_AVERAGES}."})
-    max_pairs_per_prompt: int = field(default=2, metadata={"help": "Contrastive pairs per mixed prompt."})
+    max_pairs_per_prompt: int | None = field(
+        default=None, metadata={"help": "Contrastive pairs per mixed prompt: None, every pair (the paper's), or a cap."}
+    )
     pair_seed: int | None = field(default=None, metadata={"help": "Seed of the pair choice (default: seed)."})
     analysis_prompt: str = field(
         default="paper", metadata={"help": f"Analysis prompt: one of {sorted(ANALYSIS_TEMPLATES)} (paper: Appendix C)."}
@@ -86,7 +98,9 @@ class MELConfig(GRPOConfig):
     replay_samples: int = field(default=1, metadata={"help": "Replay answers per meta-experience."})
     replay_threshold: float = field(default=1.0, metadata={"help": "Fraction of replays that must verify."})
     replay_max_new_tokens: int | None = field(default=None, metadata={"help": "Replay budget (default: rollout's)."})
-    leak_check: bool = field(default=True, metadata={"help": "Reject meta-experiences that leak the answer."})
+    leak_check: bool = field(
+        default=False, metadata={"help": "Ours: reject meta-experiences that leak the answer (off: the paper's)."}
+    )
     prompt_template: str = field(default="qwen-boxed", metadata={"help": f"One of {sorted(SOLVE_TEMPLATES)}."})
     verifier_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed per verification."})
     validation_benchmarks: list[str] | None = field(default=None, metadata={"help": "Benchmarks to validate on."})
@@ -110,7 +124,7 @@ class MELConfig(GRPOConfig):
                              f"transformers path, and xgrammar is not installed: {guidance.INSTALL_HINT}")
         if self.experience_filter not in EXPERIENCE_FILTERS:
             raise ValueError(f"experience_filter: {self.experience_filter!r} is not one of {EXPERIENCE_FILTERS}")
-        if self.max_pairs_per_prompt < 1:
+        if self.max_pairs_per_prompt is not None and self.max_pairs_per_prompt < 1:
             raise ValueError("max_pairs_per_prompt must be >= 1 (set meta_experience: false to turn the loop off)")
         if self.replay_samples < 1:
             raise ValueError("replay_samples must be >= 1")
