@@ -43,7 +43,7 @@ def train(model_dir: str, output_dir: str, device: str, vllm: bool) -> dict:
     from melrl.data import load_records
     from melrl.models import load_model_and_tokenizer
     from melrl.training.config import MELConfig
-    from melrl.training.train import build_train_dataset
+    from melrl.cli.train import build_train_dataset
 
     def accept(job, *, leak_check):
         job.parsed, job.parts, job.parse_error = True, {}, None

@@ -149,7 +149,7 @@ def main() -> None:
     from melrl.models import load_model_and_tokenizer
     from melrl.training.config import MELConfig
     from melrl.training.generation import analysis_guidance
-    from melrl.training.train import build_train_dataset
+    from melrl.cli.train import build_train_dataset
     from melrl.training.trainer import MELTrainer
 
     demo = yaml.safe_load(DEMO.read_text())

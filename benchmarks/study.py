@@ -60,7 +60,7 @@ def train(args, method: str, seed: int, run_dir: Path):
     if (run_dir / "model.safetensors").exists() and (run_dir / "metrics.jsonl").exists():
         return str(run_dir)
     from melrl.cli import parse_train_args, preset_path
-    from melrl.training.train import run_training
+    from melrl.cli.train import run_training
 
     argv = ["--config", str(preset_path("study.yaml")), "--seed", str(seed), "--output_dir", str(run_dir),
             "--meta_experience", str(METHODS[method]), "--max_steps", str(args.steps),

@@ -18,7 +18,7 @@ _EXPORTS = {
     "make_accuracy_reward": "melrl.training.rewards",
     "MELConfig": "melrl.training.config",
     "MELTrainer": "melrl.training.trainer",
-    "RunArguments": "melrl.training.config",
+    "RunArguments": "melrl.cli.train",
     "compute_advantages": "melrl.method.algorithms",
     "select_pairs": "melrl.method.pairs",
     "find_leaks": "melrl.method.leaks",

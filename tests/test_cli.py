@@ -43,7 +43,8 @@ TRAINING_PRESETS = sorted(p.name for p in preset_path("demo.yaml").parent.glob("
 @pytest.mark.parametrize("name", TRAINING_PRESETS)
 def test_every_training_preset_uses_only_known_keys(name):
     from melrl.cli import check_config_keys
-    from melrl.training.config import MELConfig, RunArguments
+    from melrl.cli.train import RunArguments
+    from melrl.training.config import MELConfig
 
     check_config_keys(preset_path(name), (RunArguments, MELConfig))
     values = yaml.safe_load(preset_path(name).read_text())

@@ -343,7 +343,7 @@ def test_every_phase_runs_on_trls_continuous_batching(tiny_model_dir, tmp_path, 
 
 
 def test_validation_lines_follow_their_step_in_metrics(tiny_model_dir, tmp_path):
-    from melrl.training.train import add_validation
+    from melrl.cli.train import add_validation
 
     trainer = make_trainer(tiny_model_dir, tmp_path, validation_benchmarks=["arith"], validation_steps=1,
                            validation_limit=2, validation_max_new_tokens=4, prompt_template="short")

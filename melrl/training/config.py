@@ -1,4 +1,4 @@
-"""Configuration: `MELConfig` (the trainer's) and `RunArguments` (model, data and prompt for `melrl train`)."""
+"""Configuration of the trainer: `MELConfig`."""
 
 from __future__ import annotations
 
@@ -160,37 +160,3 @@ class MELConfig(GRPOConfig):
     @property
     def replay_budget(self) -> int:
         return self.replay_max_new_tokens or self.max_completion_length
-
-
-@dataclass
-class RunArguments:
-    """What `melrl train` trains on: the model, the data and how much of it."""
-
-    model_name_or_path: str = field(
-        default="smollm2-135m-instruct", metadata={"help": "Embedded name, local folder or hub id."}
-    )
-    dataset_name: str = field(default="arith", metadata={"help": "Registered name, local file or hub:ORG/NAME."})
-    dataset_split: str | None = field(default=None, metadata={"help": "Split, where the dataset has several."})
-    dataset_limit: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
-    data_dir: str | None = field(default=None, metadata={"help": "Folder of the local datasets."})
-    arith_level: int = field(default=1, metadata={"help": "Difficulty of the arith generator (1-5)."})
-    arith_size: int = field(default=256, metadata={"help": "Problems drawn by the arith generator."})
-    skip_invalid: bool = field(default=False, metadata={"help": "Skip malformed rows (counted) instead of failing."})
-    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
-    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters only (peft)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma-separated modules or all-linear."})
-
-    def peft_config(self):
-        """The LoRA configuration when `use_peft` is set, else None."""
-        if not self.use_peft:
-            return None
-        from peft import LoraConfig
-
-        targets = self.lora_target_modules
-        return LoraConfig(
-            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type="CAUSAL_LM",
-            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-        )

@@ -61,7 +61,7 @@ def verdict_sources(args, reward_funcs, trainer_kwargs: dict):
     if missing:
         raise ValueError(
             f"the training dataset lacks the column(s) {sorted(missing)}: the meta-experience loop needs the problem "
-            "text and the gold answer beside the prompt (melrl.training.train.build_train_dataset makes them), and "
+            "text and the gold answer beside the prompt (melrl.cli.train.build_train_dataset makes them), and "
             "the default accuracy reward the gold answer; set meta_experience: false to train on prompts alone")
     return [make_accuracy_reward(ANSWER_FORMAT[args.prompt_template], args.verifier_timeout)] if default \
         else reward_funcs

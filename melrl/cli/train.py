@@ -1,17 +1,53 @@
-"""`melrl train`: load the model and data named in the run arguments and train with MELTrainer."""
+"""`melrl train`: the run arguments (`RunArguments`: the model and data to train on), then the model, data and
+MELTrainer they name."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from melrl.training.config import MELConfig, RunArguments
+from melrl.training.config import MELConfig
 from melrl.data import load_records_with_report
 from melrl.models import load_model_and_tokenizer, resolve_model, stop_token_ids
 from melrl.method.prompts import render, replay_text, solve_text
 from melrl.training.runs import checkpoint_step, resolve_checkpoint, rewind_run_files
 
-logger = logging.getLogger("melrl.training.train")
+logger = logging.getLogger("melrl.train")
+
+
+@dataclass
+class RunArguments:
+    """What `melrl train` trains on: the model, the data and how much of it."""
+
+    model_name_or_path: str = field(
+        default="smollm2-135m-instruct", metadata={"help": "Embedded name, local folder or hub id."}
+    )
+    dataset_name: str = field(default="arith", metadata={"help": "Registered name, local file or hub:ORG/NAME."})
+    dataset_split: str | None = field(default=None, metadata={"help": "Split, where the dataset has several."})
+    dataset_limit: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder of the local datasets."})
+    arith_level: int = field(default=1, metadata={"help": "Difficulty of the arith generator (1-5)."})
+    arith_size: int = field(default=256, metadata={"help": "Problems drawn by the arith generator."})
+    skip_invalid: bool = field(default=False, metadata={"help": "Skip malformed rows (counted) instead of failing."})
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters only (peft)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma-separated modules or all-linear."})
+
+    def peft_config(self):
+        """The LoRA configuration when `use_peft` is set, else None."""
+        if not self.use_peft:
+            return None
+        from peft import LoraConfig
+
+        targets = self.lora_target_modules
+        return LoraConfig(
+            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type="CAUSAL_LM",
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        )
 
 
 def load_run_records(run: RunArguments, seed: int):
