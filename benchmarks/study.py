@@ -129,7 +129,7 @@ def summarise(records: list[dict], seeds: list[int], metrics: list[str]) -> tupl
 
 
 def markdown(results: dict) -> str:
-    from melrl.evaluation.report import metric_label
+    from melrl.evaluation.tables import metric_label
 
     metrics = results["metrics"]
     lines = ["| Model | n | " + " | ".join(map(metric_label, metrics)) + " |", "|---|---:|" + "---:|" * len(metrics)]

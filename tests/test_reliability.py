@@ -14,7 +14,7 @@ from melrl.cli.train import RunArguments
 from melrl.training.config import MELConfig
 from melrl.data import DatasetError
 from melrl.jsonl import read_jsonl
-from melrl.training.runs import COMPLETE_MARKER, complete_checkpoints, resolve_checkpoint
+from melrl.training.resume import COMPLETE_MARKER, complete_checkpoints, resolve_checkpoint
 from tests.helpers import without_times
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from melrl.training.config import MELConfig
 from melrl.data import load_records_with_report
 from melrl.models import load_model_and_tokenizer, resolve_model, stop_token_ids
 from melrl.method.prompts import render, replay_text, solve_text
-from melrl.training.runs import checkpoint_step, resolve_checkpoint, rewind_run_files
+from melrl.training.resume import checkpoint_step, resolve_checkpoint, rewind_run_files
 
 logger = logging.getLogger("melrl.train")
 
