@@ -1,6 +1,8 @@
 """Small helpers shared by the tests."""
 
+import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +11,14 @@ from melrl.data import default_data_dir
 # The registered benchmarks are read from the shared data directory ($MELRL_DATA_DIR or ../shared/data).
 needs_data = pytest.mark.skipif(not default_data_dir().is_dir(),
                                 reason=f"shared data directory {default_data_dir()} not present")
+
+
+def subprocess_env() -> dict:
+    """The environment for a `python -c` child that imports melrl from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
 
 
 def free_port() -> int:

@@ -1,24 +1,14 @@
 """`melrl.method.pairs`: which contrastive pairs are analysed."""
 
 import itertools
-import os
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from melrl.method.pairs import Pair, select_pairs
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
+from tests.helpers import subprocess_env
 
 
 def _check_group_pairs(pairs, correct, group_size):
@@ -96,7 +86,7 @@ def test_deterministic_across_processes():
     )
     outs = set()
     for hashseed in ("0", "1", "random"):
-        env = _env() | {"PYTHONHASHSEED": hashseed}
+        env = subprocess_env() | {"PYTHONHASHSEED": hashseed}
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
         outs.add(proc.stdout)
     assert len(outs) == 1

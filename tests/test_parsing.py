@@ -2,12 +2,10 @@
 no torch, trl or transformers."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,15 +13,7 @@ from hypothesis import strategies as st
 
 from melrl.method import prompts
 from melrl.method.parsing import MAX_PARSE_CHARS, MetaExperienceFormatError, leak_scope, parse_meta_experience
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
+from tests.helpers import subprocess_env
 
 
 def test_import_pulls_in_no_torch_trl_transformers():
@@ -32,7 +22,7 @@ def test_import_pulls_in_no_torch_trl_transformers():
         "heavy = [m for m in ('torch', 'trl', 'transformers') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), check=True)
     assert out.stdout.strip() == ""
 
 
