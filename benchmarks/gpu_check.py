@@ -55,7 +55,7 @@ def train(model_dir: str, output_dir: str, device: str, vllm: bool, sleep_mode: 
     from melrl.data import load_records
     from melrl.models import load_model_and_tokenizer
     from melrl.training.config import MELConfig
-    from melrl.training.train import build_train_dataset, name_vllm_stop_tokens
+    from melrl.cli.train import build_train_dataset, name_vllm_stop_tokens
 
     def accept(job, *, leak_check):
         job.parsed, job.parts, job.parse_error = True, {}, None

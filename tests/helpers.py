@@ -20,6 +20,14 @@ needs_data = pytest.mark.skipif(
 )
 
 
+def subprocess_env() -> dict:
+    """The environment for a `python -c` child that imports melrl from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing listens on now."""
     with socket.socket() as s:
