@@ -63,7 +63,8 @@ docs: setup
 docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
 
-# On a machine with a GPU: every GPU path on a tiny model, one line each (benchmarks/gpu_check.py)
+# On a machine with a GPU: every GPU path on a tiny model, one line each (benchmarks/gpu_check.py); a path that
+# could not run fails it unless GPU_CHECK_ARGS names it after --skip
 gpu-check: $(GPU_SETUP)
 	$(BIN)/python benchmarks/gpu_check.py --tokenizer "$(GPU_TOKENIZER)" \
 		--output $(GPU_CHECK_OUTPUT) $(GPU_CHECK_ARGS)

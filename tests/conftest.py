@@ -1,9 +1,19 @@
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The registered datasets' real files, for the tests that read them: the shared data folder beside the repository,
+# when there is one and MELRL_DATA_DIR does not name another (tests/helpers.py: `needs_data` skips without them).
+_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if _SHARED_DATA.is_dir():
+    os.environ.setdefault("MELRL_DATA_DIR", str(_SHARED_DATA))
+# No test downloads from the public host: a missing file is an error. The download tests serve their own files on
+# 127.0.0.1 and lift this for themselves.
+os.environ["MELRL_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Small helpers shared by the tests."""
 
+import os
 import shutil
 import socket
 import subprocess
@@ -7,11 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from melrl.data import default_data_dir
+from melrl.data import DATA_DIR_ENV, REGISTERED
 
-# The registered benchmarks are read from the shared data directory ($MELRL_DATA_DIR or ../shared/data).
-needs_data = pytest.mark.skipif(not default_data_dir().is_dir(),
-                                reason=f"shared data directory {default_data_dir()} not present")
+# The folder of the registered datasets' real files (and the reference files beside them): $MELRL_DATA_DIR, which
+# the test set-up (tests/conftest.py) points at the shared data folder beside the repository when there is one.
+REAL_DATA = Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV) else None
+_MISSING = [pin.file for files in REGISTERED.values() for pin in files.values()
+            if REAL_DATA is None or not (REAL_DATA / pin.file).is_file()]
+needs_data = pytest.mark.skipif(
+    bool(_MISSING),
+    reason=f"needs the registered datasets' files in ${DATA_DIR_ENV} ({REAL_DATA or 'not set'}; {len(_MISSING)} "
+           f"missing), which the test set-up points at the shared data folder beside the repository if there is one",
+)
+
+
+def subprocess_env() -> dict:
+    """The environment for a `python -c` child that imports melrl from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
 
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -44,3 +60,18 @@ def max_difference(one: dict, two: dict) -> float:
     common = one["samples"].keys() & two["samples"].keys()
     assert len(common) >= len(one["samples"]) - 1  # all but, at most, a tied copy
     return max(abs(x - y) for name in common for x, y in zip(one["samples"][name], two["samples"][name], strict=True))
+
+
+STANDIN_VLLM = Path(__file__).resolve().parent / "vllm_standin"
+"""The CPU stand-in of vLLM 0.31.0 (tests/vllm_standin), for the processes that a test puts it in front of."""
+
+
+def standin_env(events: Path | None = None) -> dict:
+    """The environment of a process that sees the stand-in as the installed vLLM (first on PYTHONPATH), one torch
+    thread, and, with `events`, the folder its event log goes to."""
+    entries = [str(STANDIN_VLLM), str(STANDIN_VLLM.parents[1]), os.environ.get("PYTHONPATH")]
+    path = os.pathsep.join(filter(None, entries))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    if events is not None:
+        env["VLLM_STANDIN_EVENTS"] = str(events)
+    return env

@@ -2,11 +2,16 @@
 
 Generation is replaced by a deterministic stand-in that depends only on a rollout's prompt and its global row,
 so a 1-process and a 2-process run see the same rollouts, analyses and replays for the same global batch; every
-analysis is judged parsed and the replays verify for every other text, so meta-experiences are kept.
-Each rank writes `rank{R}.json`: its generate-call count, NLL forward count, losses, the advantages of its rows
-keyed by global row (a number per rollout, or the list of its valid tokens' advantages when they are per token),
-and the final weights (gathered under ZeRO-3 and FSDP) as a checksum, a sample of each tensor and their largest
-change from the initial weights.
+analysis is judged parsed and the replays verify for every other text, so meta-experiences are kept. The verifier
+stand-in gives the opposite verdicts on every rank but the first, as a verifier that times out on one rank only
+would: every rank must still keep the same meta-experiences, the first rank's.
+The training config is built before the model loads, as `melrl train` does, so that the shipped accelerate kits'
+loading settings (ZeRO-3's `zero3_init_flag`, FSDP's `fsdp_cpu_ram_efficient_loading`) take effect.
+Each rank writes `rank{R}.json`: how its model loaded, its generate-call count, NLL forward count, losses, the
+advantages of its rows keyed by global row (a number per rollout, or the list of its valid tokens' advantages when
+they are per token), the pairs it kept per generation batch, under DDP the gradient all-reduce rounds per optimizer
+step (counted by a communication hook), and the final weights (gathered under ZeRO-3 and FSDP) as a checksum, a
+sample of each tensor and their largest change from the initial weights.
 
 Usage: python -m tests.mp_run MODEL_DIR OUTPUT_DIR GLOBAL_BATCH [--algorithm A] [--beta B] [--lora]
        [--checkpointing] [--nan-at-step N] [--max-steps N]
@@ -20,9 +25,13 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from torch.nn.parallel import DistributedDataParallel
+from transformers import TrainerCallback
 
 import melrl.training.trainer as trainer_module
-from melrl.training.config import RunArguments
+from melrl.cli.train import RunArguments
 from melrl.training.trainer import MELTrainer
 from tests.test_trainer import fake_judge, make_config, make_dataset, parity_accuracy
 
@@ -50,7 +59,8 @@ def main(argv=None) -> int:
     args = parse(argv if argv is not None else sys.argv[1:])
     torch.set_num_threads(1)
     trainer_module.judge_analysis = fake_judge
-    trainer_module.verify_batch = lambda texts, golds, **kw: [len(t) % 2 == 0 for t in texts]
+    rank = int(os.environ.get("RANK", "0"))  # set by the launcher
+    trainer_module.verify_batch = lambda texts, golds, **kw: [(len(t) + rank) % 2 == 0 for t in texts]
     counts = {"generate": 0, "nll_forward": 0}
 
     def generate(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -86,6 +96,15 @@ def main(argv=None) -> int:
         return output
 
     MELTrainer._generate_and_score_completions = recording_advantages
+    kept_pairs = []
+    original_phase = MELTrainer._meta_experience_phase
+
+    def recording_kept(self, rollouts):
+        kept = original_phase(self, rollouts)
+        kept_pairs.append([[job.pair.group, job.pair.correct, job.pair.incorrect] for job in kept])
+        return kept
+
+    MELTrainer._meta_experience_phase = recording_kept
     losses = []
     original_loss = MELTrainer._compute_loss
 
@@ -100,23 +119,25 @@ def main(argv=None) -> int:
 
     from melrl.models import load_model_and_tokenizer
 
-    # loaded before the config exists, as `melrl train` does: DeepSpeed's ZeRO-3 init does not partition it
-    model, tokenizer = load_model_and_tokenizer(args.model_dir)
-    initial = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    initial = load_file(Path(args.model_dir) / "model.safetensors")  # the loaded model may be partitioned
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by the launcher
     config = make_config(
         Path(args.output_dir).parent, output_dir=args.output_dir, max_steps=args.max_steps, learning_rate=1e-2,
         per_device_train_batch_size=args.global_batch // world, max_pairs_per_prompt=2, loss_type="grpo",
         shuffle_dataset=False, algorithm=args.algorithm, beta=args.beta, gradient_checkpointing=args.checkpointing,
     )
+    model, tokenizer = load_model_and_tokenizer(args.model_dir)  # after the config, as in `melrl train`
+    loaded = loaded_as(model)
     peft_config = RunArguments(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0).peft_config() \
         if args.lora else None
     trainer = MELTrainer(model=model, reward_funcs=[parity_accuracy], args=config, train_dataset=make_dataset(),
                          processing_class=tokenizer, peft_config=peft_config)
+    allreduce = AllReduceRounds(trainer)
+    trainer.add_callback(allreduce)
     trainer.train()
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathered under ZeRO-3 and FSDP
-    rank = trainer.accelerator.process_index
-    record = {**counts, "losses": losses, "advantages": advantages}
+    record = {**counts, "losses": losses, "advantages": advantages, "kept": kept_pairs,
+              "allreduce_rounds": allreduce.rounds, "loaded": loaded}
     if state:
         names = [name for name in sorted(state) if state[name].numel()]  # ZeRO-3 gathers a tied copy empty
         params = torch.cat([state[name].detach().float().flatten().cpu() for name in names])
@@ -128,6 +149,38 @@ def main(argv=None) -> int:
                                       for n in names if n in initial), default=None)}
     Path(args.output_dir, f"rank{rank}.json").write_text(json.dumps(record))
     return 0
+
+
+def loaded_as(model) -> str:
+    """How the weights came in: `partitioned` by ZeRO-3's init, `empty` (zeros, filled from the first rank's when
+    FSDP shards the model: its CPU-RAM-efficient loading on the other ranks) or `whole`."""
+    params = list(model.parameters())
+    if hasattr(params[0], "ds_id"):
+        return "partitioned"
+    return "empty" if not any(p.any() for p in params) else "whole"
+
+
+class AllReduceRounds(TrainerCallback):
+    """Under DDP, the gradient all-reduce rounds of each optimizer step (a round: every bucket once), counted by a
+    communication hook that all-reduces as DDP's default does."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.rounds: list[int] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if isinstance(self.trainer.model_wrapped, DistributedDataParallel):
+            self.rounds = []
+            self.trainer.model_wrapped.register_comm_hook(None, self.hook)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.rounds is not None:
+            self.rounds.append(0)
+
+    def hook(self, process_group, bucket):
+        if bucket.is_last():
+            self.rounds[-1] += 1
+        return allreduce_hook(process_group, bucket)
 
 
 if __name__ == "__main__":

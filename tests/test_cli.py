@@ -10,7 +10,8 @@ from melrl.cli import build_parser, parse_train_args, preset_path
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["demo"], ["solve"], ["prepare-model"], ["train"], ["eval"], ["report"], ["experiences"]]
+    "command", [[], ["demo"], ["solve"], ["prepare-model"], ["train"], ["eval"], ["report"], ["experiences"], ["data"],
+                ["data", "list"], ["data", "download"], ["data", "verify"]]
 )
 def test_every_subcommand_has_help(command):
     result = subprocess.run(
@@ -43,7 +44,8 @@ TRAINING_PRESETS = sorted(p.name for p in preset_path("demo.yaml").parent.glob("
 @pytest.mark.parametrize("name", TRAINING_PRESETS)
 def test_every_training_preset_uses_only_known_keys(name):
     from melrl.cli import check_config_keys
-    from melrl.training.config import MELConfig, RunArguments
+    from melrl.cli.train import RunArguments
+    from melrl.training.config import MELConfig
 
     check_config_keys(preset_path(name), (RunArguments, MELConfig))
     values = yaml.safe_load(preset_path(name).read_text())
@@ -80,7 +82,7 @@ def test_study_preset_is_the_demo_setup_with_its_own_schedule():
 
 
 def test_parser_lists_the_subcommands():
-    assert {"demo", "solve", "prepare-model", "train", "eval", "report", "experiences"} <= set(build_parser()._subparsers._group_actions[0].choices)
+    assert {"demo", "solve", "prepare-model", "train", "eval", "report", "experiences", "data"} <= set(build_parser()._subparsers._group_actions[0].choices)
 
 
 @pytest.mark.slow
@@ -127,5 +129,5 @@ def test_paper_presets_fit_80gb_gpus_by_the_documented_arithmetic():
         if not row["server"]:
             assert row["rollouts_per_step"] == 1024 and row["prompts_per_step"] == 128
     page = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
-    for line in memory.markdown(rows).splitlines()[2:]:
-        assert line in page, f"docs/presets.md's memory table is out of date: {line}"
+    for line in memory.markdown(rows).splitlines()[2:] + memory.cost_markdown(rows).splitlines()[2:]:
+        assert line in page, f"docs/presets.md's memory or cost table is out of date: {line}"

@@ -12,11 +12,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from melrl import data
-from melrl.data import DATA_DIR_ENV, DatasetError, Record, default_data_dir, load_records, load_records_with_report
-
-ROOT = Path(data.__file__).resolve().parents[2]  # the project root (melrl/data/__init__.py)
-REAL_DATA = (ROOT / ".." / "shared" / "data").resolve()
+from melrl.data import (
+    DATA_DIR_ENV,
+    DatasetError,
+    Record,
+    default_data_dir,
+    ensure_dataset,
+    load_records,
+    load_records_with_report,
+)
+from melrl.data.repairs import AIME25_REPAIRS, repaired
+from tests.helpers import REAL_DATA, needs_data
 
 COUNTS = {
     ("dapo_math_17k", None): 17_917,
@@ -30,12 +36,11 @@ COUNTS = {
     ("minerva_math", None): 272,
 }
 
-needs_data = pytest.mark.skipif(not REAL_DATA.is_dir(), reason="shared data directory not present")
-
-
 @pytest.fixture(autouse=True)
-def _no_env(monkeypatch):
+def _no_env(monkeypatch, tmp_path):
+    """No data folder from the environment; the per-user cache in a temporary folder; downloads off (conftest)."""
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @functools.cache
@@ -86,12 +91,36 @@ def test_aime24_zero_padded_answers():
 
 
 @needs_data
-def test_aime25_uses_repaired_copy():
+def test_aime25_rows_are_repaired_as_they_load():
     recs = real("aime25")[0]
     assert [r.id for r in recs] == [str(i) for i in range(30)]
     assert recs[0].answer == "70"
     assert all("\f" not in r.problem and "\t" not in r.problem for r in recs)
     assert "\\frac{\\log_k" in by_id("aime25")["18"].problem
+    assert "= 5 \\\\ &|z" in by_id("aime25")["7"].problem
+    raw = [json.loads(line) for line in (REAL_DATA / "aime25" / "test.jsonl").read_text().splitlines()]
+    assert "\f" in raw[18]["problem"] and "\t" in raw[19]["problem"]  # the stored file is the upstream one
+
+
+AIME25_FIXED = REAL_DATA / "aime25" / "test_fixed.jsonl" if REAL_DATA else None
+
+
+@pytest.mark.skipif(AIME25_FIXED is None or not AIME25_FIXED.is_file(), reason="no repaired copy to compare with")
+def test_aime25_repairs_rebuild_the_repaired_copy_byte_for_byte():
+    upstream = [json.loads(line) for line in (REAL_DATA / "aime25" / "test.jsonl").read_text().splitlines()]
+    rebuilt = "".join(json.dumps(repaired(row, AIME25_REPAIRS)) + "\n" for row in upstream)
+    assert rebuilt.encode() == AIME25_FIXED.read_bytes()
+    changed = [row["id"] for row in upstream if repaired(row, AIME25_REPAIRS) != row]
+    assert changed == ["7", "10", "18", "19", "27"]
+
+
+def test_a_repair_that_does_not_match_its_row_is_reported(tmp_path):
+    (tmp_path / "aime25").mkdir()
+    rows = [{"id": "18", "problem": "already \\frac{1}{2} fine", "answer": 1}, {"id": "1", "problem": "p", "answer": 2}]
+    (tmp_path / "aime25" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DatasetError, match=r"line 1 \(1-based\): repair of id 18 .* expects 5 occurrence"):
+        load_records("aime25", data_dir=tmp_path)
+    assert [r.id for r in load_records("aime25", data_dir=tmp_path, skip_invalid=True)] == ["1"]
 
 
 @needs_data
@@ -185,7 +214,10 @@ def test_limit_keeps_first_rows():
 
 
 def test_default_data_dir(monkeypatch, tmp_path):
-    assert default_data_dir() == REAL_DATA
+    assert default_data_dir() == tmp_path / "cache" / "melrl" / "data"  # $XDG_CACHE_HOME/melrl/data
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_data_dir() == tmp_path / "home" / ".cache" / "melrl" / "data"
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     assert default_data_dir() == tmp_path
 
@@ -216,15 +248,31 @@ def test_data_dir_copy_of_real_file(tmp_path):
     assert load_records("amc23", data_dir=tmp_path) == real("amc23")[0]
 
 
-def test_missing_file_names_path_and_known(tmp_path):
+def test_missing_file_offline_names_path_and_fix(tmp_path):
     with pytest.raises(DatasetError) as e:
         load_records("gsm8k", "test", data_dir=tmp_path)
     msg = str(e.value)
-    assert str(tmp_path / "gsm8k" / "test.jsonl") in msg and "aime24" in msg and "arith" in msg
+    assert str(tmp_path / "gsm8k" / "test.jsonl") in msg and "MELRL_OFFLINE=1" in msg
+    assert "melrl data download gsm8k" in msg and DATA_DIR_ENV in msg and "\n" not in msg
+    with pytest.raises(DatasetError, match="aime24.*arith"):  # a file that is not there: the known names
+        load_records(str(tmp_path / "no_such.jsonl"))
     with pytest.raises(DatasetError, match="no_such.jsonl"):
         load_records(str(tmp_path / "no_such.jsonl"))
     with pytest.raises(DatasetError, match="no_such_dir"):
         load_records("./no_such_dir/data")  # a relative path, not a hub name
+
+
+def test_ensure_dataset_checks_files_and_splits_without_loading(tmp_path, small_dir):
+    ensure_dataset("aime24", data_dir=small_dir)
+    ensure_dataset("arith", "test")
+    ensure_dataset("hub:ORG/NAME")  # checked when it loads
+    ensure_dataset(small_dir / "aime24" / "test.jsonl")
+    for name, split, match in [("gsm8k", "validation", "no split 'validation'; available: train, test"),
+                               ("arith", "dev", "no split 'dev'"), ("aime24", None, "MELRL_OFFLINE"),
+                               (str(tmp_path / "mine.jsonl"), None, "no file at")]:
+        with pytest.raises(DatasetError, match=match):
+            ensure_dataset(name, split, data_dir=tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()
 
 
 def test_unknown_name_and_split():

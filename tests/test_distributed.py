@@ -70,6 +70,23 @@ def test_ranks_do_the_same_work_and_end_with_the_same_parameters(runs):
     assert rank0["param_hash"] == rank1["param_hash"]
 
 
+def test_every_rank_keeps_the_meta_experiences_of_the_one_process_run(runs):
+    # mp_run's verifier gives rank 1 the opposite verdicts: the kept set is decided once, for every rank
+    single, double = runs
+    (one,), (rank0, rank1) = ranks(single), ranks(double)
+    assert rank0["kept"] == rank1["kept"] == one["kept"]
+    assert any(one["kept"]) and all(rank["loaded"] == "whole" for rank in (one, rank0, rank1))
+
+
+def test_the_nll_pass_adds_no_gradient_all_reduce(runs):
+    # under DDP the NLL's own backward (forward included) accumulates locally; the update's backward reduces both
+    single, double = runs
+    (one,), (rank0, rank1) = ranks(single), ranks(double)
+    assert one["allreduce_rounds"] is None  # no DDP on one process
+    assert rank0["nll_forward"] == rank1["nll_forward"] >= 1
+    assert rank0["allreduce_rounds"] == rank1["allreduce_rounds"] == [1, 1]
+
+
 def test_each_process_gets_its_rows_of_the_one_process_advantages(runs, request):
     single, double = runs
     algorithm, beta = request.node.callspec.params["runs"]
@@ -137,7 +154,7 @@ def test_lora_trains_only_adapter_weights(tiny_model_dir, tmp_path, monkeypatch)
     import torch
 
     import melrl.training.trainer as trainer_module
-    from melrl.training.config import RunArguments
+    from melrl.cli.train import RunArguments
     from melrl.models import load_model_and_tokenizer
     from melrl.training.trainer import MELTrainer
     from tests.test_trainer import fake_judge, make_config, make_dataset, parity_accuracy

@@ -2,7 +2,9 @@
 
 DeepSpeed runs on its CPU accelerator (`DS_ACCELERATOR=cpu`, installed with `DS_BUILD_OPS=0`), FSDP2 through
 accelerate with `use_cpu: true`; both communicate over gloo. Every run keeps meta-experiences (`tests/mp_run.py`),
-so the NLL's own backward pass runs under each engine.
+so the NLL's own backward pass runs under each engine. The kits run as shipped: the model loads after the training
+config, as in `melrl train`, partitioned by ZeRO-3's init (`zero3_init_flag`) and, under FSDP, on the first rank only
+(`fsdp_cpu_ram_efficient_loading`).
 """
 
 import json
@@ -21,28 +23,27 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (make setup 
 
 ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 8
-# the shipped kits, on 2 CPU processes; the model is loaded whole before the engine shards it
-ENGINES = {
-    "zero2": ("deepspeed_zero2", {}),
-    "zero3": ("deepspeed_zero3", {"zero3_init_flag": False}),
-    "fsdp": ("fsdp", {"fsdp_cpu_ram_efficient_loading": False}),
-}
+# the shipped kits on 2 CPU processes, and how each rank's model loads under each
+ENGINES = {"zero2": "deepspeed_zero2", "zero3": "deepspeed_zero3", "fsdp": "fsdp"}
+LOADED = {"zero2": ["whole", "whole"], "zero3": ["partitioned", "partitioned"], "fsdp": ["whole", "empty"]}
 
 
 def run(model_dir, out: Path, engine: str | None, *options: str) -> dict:
-    """rank0.json of an mp_run on one process (engine None) or two under `engine`."""
+    """rank0.json of an mp_run on one process (engine None) or two under `engine`, with how each rank's model
+    loaded (`loaded`) and the pairs it kept, which must be the same on every rank."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
     command = [sys.executable, "-m", "tests.mp_run", model_dir, str(out / "run"), str(GLOBAL_BATCH), *options]
     if engine is not None:
         config = out / "accelerate.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
-        kit, settings = ENGINES[engine]
-        config.write_text(yaml.safe_dump(accelerate_kit(kit, num_processes=2, use_cpu=True, **settings)))
+        config.write_text(yaml.safe_dump(accelerate_kit(ENGINES[engine], num_processes=2, use_cpu=True)))
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
                    "--main_process_port", str(free_port()), *command[1:]]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads((out / "run" / "rank0.json").read_text())
+    ranks = [json.loads(path.read_text()) for path in sorted((out / "run").glob("rank*.json"))]
+    assert all(rank["kept"] == ranks[0]["kept"] for rank in ranks)
+    return {**ranks[0], "loaded": [rank["loaded"] for rank in ranks]}
 
 
 def metrics(out: Path) -> list[dict]:
@@ -58,6 +59,8 @@ def one_process(tiny_model_dir, tmp_path_factory):
 def test_final_weights_equal_one_process(engine, one_process, tiny_model_dir, tmp_path):
     two = run(tiny_model_dir, tmp_path, engine)
     assert sum(m["kept"] for m in metrics(tmp_path)) > 0 and two["nll_forward"] >= 1
+    assert two["kept"] == one_process["kept"]
+    assert two["loaded"] == LOADED[engine]
     assert one_process["max_change"] > 1e-3  # the runs trained
     assert max_difference(one_process, two) < 1e-5
 

@@ -2,9 +2,12 @@
 interrupt-and-resume, --compare, the CLI and in-training validation."""
 
 import argparse
+import importlib.machinery
 import json
 import math
 import random
+import sys
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +21,7 @@ from melrl.evaluation.backends import (
 from melrl.evaluation.runner import BENCHMARKS, answer_format_for, evaluate, load_problems
 from melrl.jsonl import read_jsonl
 
-from tests.helpers import needs_data
+from tests.helpers import REAL_DATA, needs_data
 
 # ---------------------------------------------------------------------------------------------------------------
 # pass@k
@@ -146,6 +149,83 @@ def test_backend_choice():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The vLLM back end, against a recording stand-in of the `vllm` module
+
+
+def recording_vllm(tokenizer):
+    """A `vllm` module whose engine records its seed, every SamplingParams built and every generate call, and
+    answers sample i of a prompt with "<sample i of prompt p>"."""
+    seen = SimpleNamespace(engine_seeds=[], params=[], calls=[])
+
+    class SamplingParams:
+        def __init__(self, n=1, temperature=1.0, seed=None, max_tokens=16, stop_token_ids=None):
+            self.n, self.temperature, self.seed, self.max_tokens = n, temperature, seed, max_tokens
+            seen.params.append(self)
+
+    class LLM:
+        def __init__(self, model, seed=0, dtype="auto"):
+            seen.engine_seeds.append(seed)
+
+        def get_tokenizer(self):
+            return tokenizer
+
+        def generate(self, prompts, params, use_tqdm=True):
+            seen.calls.append((list(prompts), list(params)))
+            return [SimpleNamespace(outputs=[
+                SimpleNamespace(text=f"<sample {i} of prompt {p}>", token_ids=[0] * (i + 1), finish_reason="length")
+                for i in range(sp.n)]) for p, sp in enumerate(params)]
+
+    module = types.ModuleType("vllm")
+    module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    module.LLM, module.SamplingParams = LLM, SamplingParams
+    return module, seen
+
+
+def test_vllm_groups_a_prompts_unseeded_samples_into_one_request(tiny, monkeypatch):
+    module, seen = recording_vllm(tiny[1])
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    from melrl.evaluation.backends import VLLMBackend
+
+    backend = VLLMBackend("some/model", seed=5)
+    requests = [Request(prompt, t, None, 9) for prompt in ("p", "q") for t in (0.0, 0.6, 0.6, 0.6)]  # greedy + 3
+    requests += [Request("r", 0.6, 11, 9), Request("r", 0.6, 12, 9)]  # seeded requests stay alone
+    out = backend.generate(requests)
+    (prompts, params), = seen.calls
+    assert seen.engine_seeds == [5] and prompts == ["p", "p", "q", "q", "r", "r"]
+    assert [(sp.n, sp.temperature, sp.seed) for sp in params] == [
+        (1, 0.0, None), (3, 0.6, None), (1, 0.0, None), (3, 0.6, None), (1, 0.6, 11), (1, 0.6, 12)]
+    assert params[0] is params[2] and params[1] is params[3] and len(seen.params) == 4  # one object per setting
+    assert [c.text for c in out] == [f"<sample {i} of prompt {p}>" for p, i in
+                                     [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0), (3, 0), (3, 1), (3, 2), (4, 0), (5, 0)]]
+    assert [c.tokens for c in out[:4]] == [1, 1, 2, 3] and out[0].finish == "length"
+
+
+@needs_data
+def test_vllm_evaluation_hands_the_engine_batched_sampling_parameters(tiny, tiny_model_dir, monkeypatch, tmp_path):
+    module, seen = recording_vllm(tiny[1])
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    # 2 benchmarks x 3 problems, greedy + k = 4: 5 sequences a problem, batch_size 10: 2 problems a call
+    results = evaluate(tiny_model_dir, ["aime24", "amc23"], backend="vllm", limit=3, k=4, batch_size=10, seed=3,
+                       max_new_tokens=8, progress=False, output_dir=str(tmp_path))
+    assert seen.engine_seeds == [3]  # one engine, seeded once with the run's seed
+    assert len(seen.calls) == 4  # per benchmark: 2 problems, then 1
+    for prompts, params in seen.calls:
+        assert len(prompts) == 2 * len(set(prompts))  # one greedy and one n = 4 request per problem
+        assert [(sp.n, sp.temperature) for sp in params] == [(1, 0.0), (4, 0.6)] * len(set(prompts))
+        assert len({id(sp) for sp in params}) == 2
+    # What the engine got for 6 problems: 8 sampling-parameter objects and no seed (one object and one seed per
+    # request before: 6 x 5 = 30 objects, 24 seeds, each sampled request on its own generator).
+    assert len(seen.params) == 8 and all(sp.seed is None for sp in seen.params)
+    for record in results["problems"]:  # a problem's samples are the n outputs of its one sampled request
+        prompt = record["samples"][0]["text"].split(" of ")[1]
+        assert [s["text"] for s in record["samples"]] == [f"<sample {i} of {prompt}" for i in range(4)]
+        assert record["greedy"]["text"] != record["samples"][0]["text"]
+        assert not any("seed" in s for s in record["samples"])
+    assert results["config"]["backend"] == "vllm" and results["config"]["seeds"].startswith("per engine")
+    assert results["counts"]["aime24"]["completions"] == 15
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Problem selection
 
 
@@ -245,6 +325,54 @@ def test_interrupted_evaluation_resumes_without_redoing_finished_problems(tiny, 
     assert resumed["throughput"]["problems"] == 2
 
 
+class DriftingBackend:
+    """Never gives the same text twice (like a GPU, whose bf16 logits depend on the batch): each text names its run
+    and call. Raises KeyboardInterrupt on call number `fail_on`."""
+
+    name = "drifting"
+    batch_size = 3
+
+    def __init__(self, tokenizer, run: str, fail_on=None):
+        self.tokenizer, self.run, self.fail_on, self.calls = tokenizer, run, fail_on, 0
+
+    def generate(self, requests):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise KeyboardInterrupt
+        return [Completion(f"{self.run} call {self.calls} row {i}: \\boxed{{{i}}}", 4, "stop")
+                for i in range(len(requests))]
+
+
+@pytest.mark.filterwarnings("ignore:.*unreadable line")
+@needs_data
+def test_resume_reuses_finished_problems_exactly_and_redoes_the_rest(tiny, tmp_path):
+    # batch_size 3 = greedy + k = 2: one problem a call; the first run dies in its third call
+    options = dict(SMALL, limit=4, label="tiny", output_dir=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(tiny, ["amc23"], backend=DriftingBackend(tiny[1], "first", fail_on=3), **options)
+    samples = tmp_path / "samples.jsonl"
+    finished = samples.read_bytes()
+    first = read_jsonl(samples)
+    assert len(first) == 2
+    torn = b'{"benchmark": "amc23", "id": "' + b"x" * 40  # the third problem's line, cut by a crash
+    samples.write_bytes(finished + torn)
+
+    second = DriftingBackend(tiny[1], "second")
+    with pytest.warns(UserWarning, match="unreadable"):
+        resumed = evaluate(tiny, ["amc23"], backend=second, **options)
+    assert second.calls == 2  # the two unfinished problems, and nothing else
+    assert samples.read_bytes().startswith(finished + torn + b"\n")  # finished lines kept byte for byte
+    by_id = {r["id"]: r for r in resumed["problems"]}
+    assert len(by_id) == 4
+    for record in first:  # reused as stored, although this back end would now write other texts
+        assert by_id[record["id"]] == record
+    redone = [r for r in resumed["problems"] if r["id"] not in {f["id"] for f in first}]
+    assert len(redone) == 2
+    assert all(s["text"].startswith("second") for r in redone for s in [r["greedy"], *r["samples"]])
+    assert {r["id"] for r in read_jsonl(samples)} == set(by_id) and len(read_jsonl(samples)) == 4
+    assert resumed["counts"]["amc23"]["completions"] == 12 and resumed["throughput"]["problems"] == 2
+
+
 @needs_data
 def test_resuming_with_other_settings_is_refused(tiny, tmp_path):
     evaluate(tiny, ["amc23"], output_dir=str(tmp_path), **dict(SMALL, limit=1))
@@ -290,9 +418,7 @@ class ScriptedBackend:
 
 def _raw_golds() -> dict[str, str]:
     """problem text -> gold answer, read here straight from the raw files (GSM8K's "#### 18", AMC's 27.0)."""
-    from melrl.data import default_data_dir
-
-    root = default_data_dir()
+    root = REAL_DATA
     golds = {}
     for line in read_jsonl(root / "gsm8k" / "test.jsonl")[:1]:
         golds[line["question"].strip()] = line["answer"].rsplit("####", 1)[1].strip().replace(",", "")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from melrl.method import guidance
-from melrl.method.experience import MetaExperienceFormatError, parse_meta_experience, template_copies
+from melrl.method.parsing import MetaExperienceFormatError, parse_meta_experience, template_copies
 from melrl.method.guidance import SectionGuidance, section_chars, skeleton, skeleton_regex
 from melrl.method.prompts import ANALYSIS_TEMPLATES, PAPER_ANALYSIS_TEMPLATE
 
@@ -160,25 +160,27 @@ def test_a_copied_line_does_not_hide_the_models_own_text():
 
 
 class FakeVLLM:
-    """The two attributes of TRL's VLLMGeneration that the analysis call sets and restores."""
+    """The attributes of TRL's VLLMGeneration that the analysis call sets and restores (`generation_kwargs`: the
+    user's, which go into vLLM's sampling parameters after TRL's own)."""
 
-    def __init__(self):
+    def __init__(self, generation_kwargs=None):
         self.structured_outputs_regex = "rollout-regex"
         self.max_completion_length = 48
+        self.generation_kwargs = generation_kwargs or {}
 
 
-def fake_vllm_trainer(seen):
-    vllm = FakeVLLM()
+def fake_vllm_trainer(seen, generation_kwargs=None):
+    """A vLLM trainer as TRL builds one: no `generation_config` and no `generation_kwargs` of its own."""
+    vllm = FakeVLLM(generation_kwargs)
 
     def generate_single_turn(prompt_ids, images, fields, n):
-        seen.append((vllm.structured_outputs_regex, vllm.max_completion_length))
+        seen.append((vllm.structured_outputs_regex, vllm.max_completion_length, dict(vllm.generation_kwargs)))
         if prompt_ids[0] == [666]:
             raise RuntimeError("engine failed")
         return [[7, 8] for _ in prompt_ids], None
 
     return SimpleNamespace(accelerator=SimpleNamespace(num_processes=1, process_index=0), use_vllm=True,
-                           vllm_generation=vllm, generation_config=None, generation_kwargs=None,
-                           _generate_single_turn=generate_single_turn)
+                           vllm_generation=vllm, _generate_single_turn=generate_single_turn)
 
 
 def test_vllm_regex_is_set_for_the_analysis_call_only():
@@ -189,12 +191,22 @@ def test_vllm_regex_is_set_for_the_analysis_call_only():
     g = SectionGuidance.for_budget("paper", 256)
     assert generate_distributed(trainer, [[1], [2]], 256, guidance=g) == [[7, 8], [7, 8]]
     generate_distributed(trainer, [[1]], 32)  # unguided: the rollouts' setting is left alone
-    assert seen == [(g.regex, 256), ("rollout-regex", 32)]
+    assert seen == [(g.regex, 256, {}), ("rollout-regex", 32, {})]
     assert (trainer.vllm_generation.structured_outputs_regex, trainer.vllm_generation.max_completion_length) == \
         ("rollout-regex", 48)
     with pytest.raises(RuntimeError, match="engine failed"):
         generate_distributed(trainer, [[666]], 256, guidance=g)
     assert trainer.vllm_generation.structured_outputs_regex == "rollout-regex"
+
+
+def test_a_max_tokens_in_the_users_vllm_kwargs_gives_way_to_the_calls_budget():
+    from melrl.training.generation import generate_distributed
+
+    seen = []
+    trainer = fake_vllm_trainer(seen, generation_kwargs={"max_tokens": 99, "stop_token_ids": [2]})
+    generate_distributed(trainer, [[1]], 32)
+    assert seen == [("rollout-regex", 32, {"max_tokens": 32, "stop_token_ids": [2]})]
+    assert trainer.vllm_generation.generation_kwargs == {"max_tokens": 99, "stop_token_ids": [2]}
 
 
 def test_guided_generation_on_the_tiny_model_follows_the_skeleton(tiny_model_dir, tmp_path, tokenizer):

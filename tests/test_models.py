@@ -1,12 +1,13 @@
 """Model resolution, the embedded model's one-time conversion and cache, tiny test models."""
 
 import os
+from pathlib import Path
 
 import pytest
 
 from melrl import models
-from melrl.data import default_data_dir
 from melrl.models import cache_dir, end_of_turn_ids, ensure_embedded, load_model_and_tokenizer, resolve_model
+from tests.helpers import REAL_DATA
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -57,7 +58,7 @@ def test_embedded_model_converts_once_then_loads_from_the_cache(monkeypatch, tmp
     assert "Paris" in text
 
 
-QWEN3_TOKENIZER = default_data_dir() / "tokenizers" / "qwen3"
+QWEN3_TOKENIZER = (REAL_DATA or Path("absent")) / "tokenizers" / "qwen3"
 needs_qwen3 = pytest.mark.skipif(not (QWEN3_TOKENIZER / "tokenizer.json").exists(),
                                  reason=f"the Qwen3 tokenizer files are not in {QWEN3_TOKENIZER}")
 

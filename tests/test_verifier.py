@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from melrl.verify import verifier
-from melrl.verify.answers import MAX_ANSWER_CHARS, extract_answer, prescreen, same_time, time_of_day
+from melrl.verify.answers import (
+    MAX_ANSWER_CHARS, extract_answer, is_placeholder, percent_number, prescreen, same_time, time_of_day,
+)
 from melrl.training.rewards import make_accuracy_reward
 from melrl.verify.verifier import VerifierPool, default_timeout, verify, verify_batch
 
@@ -19,6 +23,15 @@ TIMEOUT = 2.0
 @pytest.fixture(scope="module")
 def pool():
     with VerifierPool(workers=2, timeout=TIMEOUT) as p:
+        p.warmup()
+        yield p
+
+
+@pytest.fixture
+def faulty_pool():
+    """Workers that can be told to exit, crash or hang (tests/verifier_faults.py); they verify as the shipped ones."""
+    target = (str(Path(__file__).with_name("verifier_faults.py")), "worker_main")
+    with VerifierPool(workers=2, timeout=TIMEOUT, worker_target=target) as p:
         p.warmup()
         yield p
 
@@ -77,6 +90,20 @@ def pool():
         ("so far 3 + 4 = 7 and then", "auto", None),
         ("so far 3 + 4 = 7 and then", "last_number", "7"),
         ("A: 18", "last_number", "18"),
+        # a box still to be filled in (copied from the question or the instruction) is no answer
+        ("Which option goes in \\boxed{?} below?\nOption B gives 14 and option C gives 12, so C.\n#### C", "auto", "C"),
+        ("Fill in $\\boxed{\\_\\_}$ so that 3 + \\_\\_ = 10.\n10 - 3 = 7\nAnswer: 7", "auto", "7"),
+        ("(Write the result in \\boxed{\\text{answer}}.) 5 + 7 = 12\nThe answer is 12.", "auto", "12"),
+        ("The blank $\\square$ in \\boxed{\\square + 2 = 5} is 3, so \\boxed{3}.", "auto", "3"),
+        ("x = \\boxed{5}. Next: what is \\boxed{?}", "boxed", "5"),
+        ("\\boxed{?}\nworking ... so the value is \\boxed{9}\n#### 8", "auto", "9"),  # a real box still wins
+        ("I cannot tell: \\boxed{?}", "boxed", None),
+        ("I cannot tell: \\boxed{?}", "auto", None),
+        # an answer given only in words after a program's output: "auto" reads no bare number; "last_number" does
+        ("```python\nprint(40 // 4)\n```\n```output\n10\n```\nTen men can stay upright.", "auto", None),
+        ("```python\nprint(40 // 4)\n```\n```output\n10\n```\nTen men can stay upright.", "last_number", "10"),
+        # a percentage keeps its sign in the box; the verifier compares it (test_percentages)
+        ("so the share is \\boxed{35.0\\%}", "auto", "35.0\\%"),
         # times of day stay whole
         ("She arrives at 4:30 p.m.\nA: 4:30 p.m.", "auto", "4:30 p.m"),
         ("The answer is 16:05.", "auto", "16:05"),
@@ -85,6 +112,27 @@ def pool():
 )
 def test_extract_answer(text, fmt, expected):
     assert extract_answer(text, fmt) == expected
+
+
+@pytest.mark.parametrize("content", ["?", "??", "", "\\_\\_\\_", "\\square", "\\ldots", "...", "\\text{?}",
+                                     "\\text{answer}", "your answer", "\\quad"])
+def test_placeholders(content):
+    assert is_placeholder(content)
+
+
+@pytest.mark.parametrize("content", ["A", "x", "0", "5", "-", "\\text{Evelyn}", "\\frac{1}{2}", "x = ?", "\\emptyset"])
+def test_not_placeholders(content):
+    assert not is_placeholder(content)
+
+
+@pytest.mark.parametrize(
+    "answer, number",
+    [("35\\%", "35"), ("35.0\\%", "35.0"), ("35%", "35"), ("35 \\%", "35"), ("35\\,\\%", "35"),
+     ("35\\text{\\%}", "35"), ("35 percent", "35"), ("1,200\\%", "1200"), ("-2.5\\%", "-2.5"),
+     ("35", None), ("x\\%", None), ("35\\% + 1", None)],
+)
+def test_percent_number(answer, number):
+    assert percent_number(answer) == number
 
 
 @pytest.mark.parametrize(
@@ -248,6 +296,20 @@ def test_gsm8k_styles_verified(pool):
     assert pool.verify_batch(completions, ["18", "18", "18", "1080", "18", "18"]) == [True] * 4 + [False] * 2
 
 
+def test_percentages(pool):
+    # a percentage matches its number (35 % for a gold of 35) and its fraction (0.35), and nothing else
+    completions = ["\\boxed{35.0\\%}", "\\boxed{35\\%}", "The answer is 35%.", "\\boxed{12.5\\%}", "\\boxed{35\\%}",
+                   "\\boxed{35.0}", "\\boxed{100\\%}",
+                   "\\boxed{35.5\\%}", "\\boxed{35\\%}", "\\boxed{3.5\\%}", "\\boxed{36.0\\%}"]
+    golds = ["35", "35", "35", "12.5", "0.35", "35\\%", "1", "35", "36", "0.35", "35"]
+    assert pool.verify_batch(completions, golds) == [True] * 7 + [False] * 4
+
+
+def test_placeholder_box_loses_to_a_final_line(pool):
+    completion = "Which letter goes in \\boxed{?}\nA is too small, B too large; C fits.\n#### C"
+    assert pool.verify_batch([completion, completion], ["C", "B"]) == [True, False]
+
+
 def test_answer_line(pool):
     completions = ["Let me think.\nAnswer: $\\frac{14}{3}$", "Answer: 12\nAnswer: 13.", "Answer: 1,000", "no answer"]
     assert pool.verify_batch(completions, ["14/3", "13", "1000", "1"], answer_format="answer_line") == [
@@ -325,7 +387,8 @@ def test_pathological_batch(pool, tmp_path):
     assert not marker.exists()
 
 
-def test_hung_worker_is_killed_and_replaced(pool):
+def test_hung_worker_is_killed_and_replaced(faulty_pool):
+    pool = faulty_pool
     before = pool.stats.as_dict()
     start = time.monotonic()
     assert pool._run([{"op": "_hang"}], 1.0) == [False]
@@ -337,15 +400,25 @@ def test_hung_worker_is_killed_and_replaced(pool):
     assert pool.verify_batch(["\\boxed{\\frac{1}{2}}"], ["0.5"]) == [True]
 
 
-def test_crashed_workers_are_replaced(pool):
-    pool.warmup()
+def test_crashed_workers_are_replaced(faulty_pool):
+    pool = faulty_pool
     before = pool.stats.as_dict()
     assert pool._run([{"op": "_exit"}, {"op": "_segfault"}], TIMEOUT) == [False, False]
     after = pool.stats.as_dict()
     assert after["crashes"] == before["crashes"] + 2
     assert after["restarts"] == before["restarts"] + 2
     assert len(pool._workers) == 2 and all(w.proc.poll() is None for w in pool._workers)
-    assert pool.verify_batch(["\\boxed{(x+1)^2}"], ["x^2+2x+1"]) == [True]
+    # the replacements verify (a fresh worker's first symbolic check can take seconds on a loaded machine)
+    assert pool.verify_batch(["\\boxed{(x+1)^2}"], ["x^2+2x+1"], timeout=30) == [True]
+
+
+def test_the_shipped_worker_cannot_be_told_to_crash(pool):
+    # the shipped worker ignores an op it does not know: no exit (no crash counted), only a request that times out
+    before = pool.stats.as_dict()
+    assert pool._run([{"op": "_exit"}, {"op": "_segfault"}], 0.5) == [False, False]
+    after = pool.stats.as_dict()
+    assert after["crashes"] == before["crashes"] and after["timeouts"] == before["timeouts"] + 2
+    assert pool.verify_batch(["\\boxed{2}"], ["2"]) == [True]
 
 
 def test_model_output_is_never_executed(pool, tmp_path):

@@ -43,7 +43,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                    help="auto: vLLM if installed and a GPU is present, else transformers")
     p.add_argument("--dtype", default=None, help="weights dtype (default: bfloat16 on a GPU, float32 on a CPU)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed; every sample's own seed derives from it")
-    p.add_argument("--data-dir", default=None, help="folder of the local datasets (or $MELRL_DATA_DIR)")
+    p.add_argument("--data-dir", "--data_dir", default=None,
+                   help="data folder (default: $MELRL_DATA_DIR, else the per-user cache)")
     p.add_argument("--verifier-timeout", type=float, default=None, help="seconds per verification (default 5)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--experiences", metavar="RUN_DIR_OR_JSONL", default=None,
@@ -83,9 +84,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.retrieve is not None and (args.experiences is None or args.retrieve < 1):
         print("melrl eval: --retrieve K needs K >= 1 and --experiences RUN_DIR_OR_JSONL", file=sys.stderr)
         return 2
+    check_eval_inputs(args)
     from melrl.evaluation import evaluate
     from melrl.evaluation.bank import DEFAULT_RETRIEVE, ExperienceBank, ExperienceBankError
-    from melrl.evaluation.report import results_markdown
+    from melrl.evaluation.tables import results_markdown
 
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, args.experiences,
                                                                                   args.retrieve)
@@ -110,8 +112,26 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_eval_inputs(args: argparse.Namespace) -> None:
+    """The settings and every benchmark's file (downloaded when missing), before a model loads."""
+    from melrl.cli.main import ConfigError
+    from melrl.data import ensure_dataset
+    from melrl.evaluation.runner import SPLITS, Settings
+
+    try:
+        Settings(args.template, args.k, args.temperature, args.greedy, args.max_new_tokens, args.seed,
+                 args.verifier_timeout, args.answer_format).check()
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    names = [b.strip() for b in args.benchmarks.split(",")]
+    if not all(names):
+        raise ConfigError(f"--benchmarks {args.benchmarks!r} has an empty name")
+    for name in dict.fromkeys(names):
+        ensure_dataset(name, SPLITS.get(name), data_dir=args.data_dir)
+
+
 def _run_compare(dirs: list[str], output_dir: str | None) -> int:
-    from melrl.evaluation.report import compare
+    from melrl.evaluation.tables import compare
 
     table = compare(dirs)
     print(table)

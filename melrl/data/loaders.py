@@ -1,6 +1,7 @@
-"""Math problems as `Record`s: the registered local datasets, local files, hub datasets and generated `arith`.
+"""Math problems as `Record`s: the registered datasets, local files, hub datasets and generated `arith`.
 
-`load_records(name, ...)` accepts a registered name (see `DATASETS`), a path to a `.jsonl` / `.json` / `.parquet`
+`load_records(name, ...)` accepts a registered name (see `DATASETS`; its files are pinned in `melrl.data.sources`
+and fetched into the data folder by `melrl.data.files` when missing), a path to a `.jsonl` / `.json` / `.parquet`
 file, or a hub dataset (`hub:ORG/NAME`, or any `ORG/NAME` that is not an existing path). Answers are normalised
 to plain strings per source. Malformed rows raise `DatasetError` naming the file, the row and the field, unless
 `skip_invalid=True`, in which case they are skipped, counted and logged.
@@ -21,19 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from melrl.data import arith
+from melrl.data.errors import DatasetError
+from melrl.data.files import ensure_file, resolve_data_dir
+from melrl.data.repairs import AIME25_REPAIRS, Repair, RepairError, repaired
+from melrl.data.sources import REGISTERED, PinnedFile
 from melrl.verify.answers import last_boxed
 
-DATA_DIR_ENV = "MELRL_DATA_DIR"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 RECORD_FIELDS = ("problem", "answer", "id")
 
 logger = logging.getLogger("melrl.data")
 
 _MISSING = object()
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be found, read or parsed."""
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,6 @@ class Record:
 
 class _FieldError(Exception):
     """A bad row or field value; turned into a `DatasetError` with the file and row, or skipped."""
-
-
-def default_data_dir() -> Path:
-    """`$MELRL_DATA_DIR` if set, else `../shared/data` relative to the project root."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,47 +253,37 @@ def _fields(field_map: Mapping[str, str] | None, base: Mapping[str, str] | None 
 
 @dataclass(frozen=True)
 class _Spec:
-    files: Mapping[str, str]  # split -> path relative to the data directory; the first is the default split
+    """How a registered dataset's rows read; its files (split -> pinned file) are `REGISTERED[name]`."""
+
     fields: Mapping[str, str]  # our field -> column (dotted path); without "id" the row index is the id
     answer: Callable[[Any], str] = _text
     tolerated: frozenset[int] = frozenset()  # 0-based rows known to be broken upstream: skipped if invalid
     dropped: Mapping[str, str] | None = None  # ids left out on purpose -> why (logged when loading)
+    repairs: tuple[Repair, ...] = ()  # text defects upstream, repaired as the rows load
 
 
 _PLAIN = {"problem": "problem", "answer": "answer", "id": "id"}
 _SPECS: dict[str, _Spec] = {
     "dapo_math_17k": _Spec(
-        {"train": "dapo_math_17k/train.parquet"},
         {"problem": "prompt.0.content", "answer": "reward_model.ground_truth", "id": "extra_info.index"},
     ),
     # Rows 5054 and 5158 are multiple-choice problems whose answer is empty upstream.
-    "math_lvl3to5": _Spec(
-        {"train": "math_train_lvl3to5/train.parquet"},
-        {"problem": "question", "answer": "answer"},
-        tolerated=frozenset({5054, 5158}),
-    ),
-    "gsm8k": _Spec(
-        {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"},
-        {"problem": "question", "answer": "answer"},
-        _gsm8k_answer,
-    ),
-    "aime24": _Spec({"test": "aime24/test.jsonl"}, _PLAIN, _integer_answer),
-    "aime25": _Spec({"test": "aime25/test_fixed.jsonl"}, _PLAIN, _integer_answer),
-    "amc23": _Spec({"test": "amc23/test.jsonl"}, _PLAIN, _integer_answer),
-    "math500": _Spec({"test": "math500/test.jsonl"}, {"problem": "problem", "answer": "answer", "id": "unique_id"}),
+    "math_lvl3to5": _Spec({"problem": "question", "answer": "answer"}, tolerated=frozenset({5054, 5158})),
+    "gsm8k": _Spec({"problem": "question", "answer": "answer"}, _gsm8k_answer),
+    "aime24": _Spec(_PLAIN, _integer_answer),
+    "aime25": _Spec(_PLAIN, _integer_answer, repairs=AIME25_REPAIRS),
+    "amc23": _Spec(_PLAIN, _integer_answer),
+    "math500": _Spec({"problem": "problem", "answer": "answer", "id": "unique_id"}),
     # 674 problems, as the updated official release (OpenBMB/OlympiadBench, 2024-07; OE_TO_maths_en_COMP) and the
     # paper's Table 1 count them: our copy (Qwen2.5-Math's, the early release) has one more, id 1965, whose answer
     # is a sentence with conditions that a rule-based checker cannot grade.
     "olympiadbench": _Spec(
-        {"test": "olympiadbench/test.jsonl"},
         {"problem": "question", "answer": "final_answer", "id": "id"},
         _olympiad_answer,
         dropped={"1965": "answer is a sentence ('f(x)=ax+b, where b is an arbitrary integer, and a is an arbitrary "
                          "positive integer with ℧(a)=0'), left out of the updated official release (674 problems)"},
     ),
-    "minerva_math": _Spec(
-        {"test": "minerva_math/test.jsonl"}, {"problem": "problem", "answer": "solution", "id": "idx"}, _minerva_answer
-    ),
+    "minerva_math": _Spec({"problem": "problem", "answer": "solution", "id": "idx"}, _minerva_answer),
 }
 
 
@@ -309,22 +291,40 @@ def _known() -> str:
     return ", ".join(sorted(DATASETS))
 
 
+def _registered_file(name: str, split: str | None) -> PinnedFile:
+    """The pinned file of a registered dataset's split (its first split by default)."""
+    files = REGISTERED[name]
+    split = split or next(iter(files))
+    if split not in files:
+        raise DatasetError(f"dataset {name!r} has no split {split!r}; available: {', '.join(files)}")
+    return files[split]
+
+
+def repairs_of(name: str) -> tuple[Repair, ...]:
+    """The repairs a registered dataset's rows get as they load (none for most)."""
+    return _SPECS[name].repairs if name in _SPECS else ()
+
+
+def _repaired_rows(rows: Rows, repairs: tuple[Repair, ...], id_field: str) -> Rows:
+    for where, row in rows:
+        try:
+            yield where, repaired(row, repairs, id_field)
+        except RepairError as e:
+            yield where, _FieldError(str(e))
+
+
 def _load_registered(
     name: str, spec: _Spec, split: str | None, data_dir: str | os.PathLike | None, skip_invalid: bool,
     field_map: Mapping[str, str] | None, seed: int, options: dict,
 ) -> tuple[list[Record], int]:
     _no_options(name, options)
-    split = split or next(iter(spec.files))
-    if split not in spec.files:
-        raise DatasetError(f"dataset {name!r} has no split {split!r}; available: {', '.join(spec.files)}")
-    path = Path(data_dir if data_dir is not None else default_data_dir()) / spec.files[split]
-    if not path.is_file():
-        raise DatasetError(
-            f"dataset {name!r}: file not found: {path} (pass data_dir or set {DATA_DIR_ENV}); known names: {_known()}"
-        )
+    path = ensure_file(name, _registered_file(name, split), resolve_data_dir(data_dir))
     fields = _fields(field_map, spec.fields)
+    rows = _file_rows(path, fields)
+    if spec.repairs:
+        rows = _repaired_rows(rows, spec.repairs, spec.fields["id"])
     records, skipped = _records(
-        _file_rows(path, fields), source=name, origin=str(path), fields=fields, answer=spec.answer,
+        rows, source=name, origin=str(path), fields=fields, answer=spec.answer,
         skip_invalid=skip_invalid, tolerated=spec.tolerated,
     )
     if spec.dropped:
@@ -352,8 +352,7 @@ def _load_file(
     path: Path, skip_invalid: bool, field_map: Mapping[str, str] | None, options: dict
 ) -> tuple[list[Record], int]:
     _no_options(str(path), options)
-    if not path.is_file():
-        raise DatasetError(f"no dataset named {str(path)!r} and no file at {path}; known names: {_known()}")
+    ensure_dataset(path)
     fields = _fields(field_map)
     rows = _file_rows(path, fields)
     return _records(rows, source=str(path), origin=str(path), fields=fields, skip_invalid=skip_invalid)
@@ -408,20 +407,44 @@ def load_records_with_report(
     return (records if limit is None else records[:limit]), skipped
 
 
+def _kind(name: str | os.PathLike) -> tuple[str, Any]:
+    """("registered" | "arith", name), ("hub", ORG/NAME) or ("file", path): what a dataset name refers to."""
+    if isinstance(name, str) and name in DATASETS:
+        return ("arith" if name == "arith" else "registered"), name
+    key = os.fspath(name)
+    if key.startswith("hub:"):
+        return "hub", key[len("hub:"):]
+    path = Path(key).expanduser()
+    looks_like_path = key.startswith(("/", ".", "~")) or path.suffix.lower() in FILE_SUFFIXES or "/" not in key
+    if not isinstance(name, str) or path.exists() or looks_like_path:
+        return "file", path
+    return "hub", key
+
+
 def _dispatch(
     name: str | os.PathLike, split: str | None, data_dir: Any, skip_invalid: bool,
     field_map: Mapping[str, str] | None, seed: int, options: dict,
 ) -> tuple[list[Record], int]:
-    if isinstance(name, str) and name in DATASETS:
-        return DATASETS[name](split, data_dir, skip_invalid, field_map, seed, options)
-    key = os.fspath(name)
-    if key.startswith("hub:"):
-        return _load_hub(key[len("hub:"):], split, skip_invalid, field_map, options)
-    path = Path(key).expanduser()
-    looks_like_path = key.startswith(("/", ".", "~")) or path.suffix.lower() in FILE_SUFFIXES or "/" not in key
-    if not isinstance(name, str) or path.exists() or looks_like_path:
-        return _load_file(path, skip_invalid, field_map, options)
-    return _load_hub(key, split, skip_invalid, field_map, options)
+    kind, key = _kind(name)
+    if kind in ("registered", "arith"):
+        return DATASETS[key](split, data_dir, skip_invalid, field_map, seed, options)
+    if kind == "hub":
+        return _load_hub(key, split, skip_invalid, field_map, options)
+    return _load_file(key, skip_invalid, field_map, options)
+
+
+def ensure_dataset(name: str | os.PathLike, split: str | None = None, *,
+                   data_dir: str | os.PathLike | None = None) -> None:
+    """Fail now, with a `DatasetError`, where `load_records(name, split, data_dir=...)` would fail for want of a file
+    or a split: a registered dataset's file is downloaded here when missing (and downloads are on), a local file
+    must exist, arith's split must be one it has. A hub dataset is checked when it loads."""
+    kind, key = _kind(name)
+    if kind == "registered":
+        ensure_file(key, _registered_file(key, split), resolve_data_dir(data_dir))
+    elif kind == "arith" and (split or "train") not in arith.SPLITS:
+        raise DatasetError(f"dataset 'arith' has no split {split!r}; available: {', '.join(arith.SPLITS)}")
+    elif kind == "file" and not key.is_file():
+        raise DatasetError(f"no dataset named {str(key)!r} and no file at {key}; known names: {_known()}")
 
 
 def load_records(name: str | os.PathLike, split: str | None = None, **options: Any) -> list[Record]:

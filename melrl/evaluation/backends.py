@@ -2,8 +2,10 @@
 
 A back end turns `Request`s (prompt, temperature, seed, token budget) into `Completion`s (text, generated tokens,
 finish reason), one per request, in order. Temperature 0 means greedy decoding. Sampling is pure temperature
-sampling (no top-p / top-k), and every sampled request carries its own seed, so that a sample does not depend
-on which other requests share its batch: a resumed evaluation draws the same samples as an uninterrupted one.
+sampling (no top-p / top-k). A back end's `per_sample_seeds` says whether the evaluation should give every sample
+its own seed: transformers draws each row from its own generator at no cost, so a sample's random numbers do not
+depend on its batch; vLLM's V1 model runner samples a batch with seeded requests one request at a time, so its
+samples come unseeded from the engine's generator (seeded once), `n` to a prompt.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class TransformersBackend:
     """Batched `model.generate` with left padding on whatever device the model is on."""
 
     name = "transformers"
+    per_sample_seeds = True
 
     def __init__(self, model, tokenizer, batch_size: int | None = None):
         self.model = model
@@ -140,9 +143,18 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 class VLLMBackend:
-    """vLLM's offline engine; one request per sample, each with its own seed (prefix caching shares the prompt)."""
+    """vLLM's offline engine, seeded once; the unseeded samples of a prompt go as one request with `n` samples.
+
+    A request with a seed of its own gets a sampling-parameter object of its own: vLLM 0.31 honours it with a
+    per-request generator, which its V1 model runner's sampler serves one request at a time (a loop it calls
+    slow; the V2 runner draws them together), so the evaluation sends none (`per_sample_seeds` False). Unseeded
+    requests draw from the engine's generator, seeded with `seed`: the same requests in the same order give the
+    same samples where the engine's scheduling and kernels repeat themselves. vLLM copies the parameters of each
+    request, so one object can serve many prompts.
+    """
 
     name = "vllm"
+    per_sample_seeds = False
 
     def __init__(self, model_path: str, *, seed: int = 0, batch_size: int | None = None, dtype: str = "auto"):
         from vllm import LLM
@@ -155,14 +167,36 @@ class VLLMBackend:
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         from vllm import SamplingParams
 
-        params = [
-            SamplingParams(n=1, temperature=r.temperature, seed=r.seed, max_tokens=r.max_new_tokens,
-                           stop_token_ids=self.stop_token_ids)
-            for r in requests
+        shared: dict[tuple, SamplingParams] = {}  # one object per distinct setting, handed for every prompt using it
+        prompts, params = [], []
+        for group in sample_groups(requests):
+            r = group[0]
+            key = (r.temperature, len(group), r.max_new_tokens, r.seed)
+            if key not in shared:
+                shared[key] = SamplingParams(n=len(group), temperature=r.temperature, seed=r.seed,
+                                             max_tokens=r.max_new_tokens, stop_token_ids=self.stop_token_ids)
+            prompts.append(r.prompt)
+            params.append(shared[key])
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        completions = [
+            Completion(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "stop")
+            for o in outputs for c in o.outputs
         ]
-        outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
-        return [
-            Completion(o.outputs[0].text, len(o.outputs[0].token_ids),
-                       "length" if o.outputs[0].finish_reason == "length" else "stop")
-            for o in outputs
-        ]
+        if len(completions) != len(requests):
+            raise RuntimeError(f"vLLM returned {len(completions)} completions for {len(requests)} requests")
+        return completions
+
+
+def sample_groups(requests: Sequence[Request]) -> list[list[Request]]:
+    """Runs of consecutive requests that vLLM can serve as one prompt with `n` samples: unseeded sampled requests
+    with the same prompt and budget. Greedy and seeded requests stay alone."""
+    groups: list[list[Request]] = []
+    for r in requests:
+        last = groups[-1][0] if groups else None
+        same = last is not None and (r.prompt, r.temperature, r.max_new_tokens) == (
+            last.prompt, last.temperature, last.max_new_tokens)
+        if same and r.seed is None and last.seed is None and r.temperature > 0:
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return groups

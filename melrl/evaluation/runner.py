@@ -2,8 +2,9 @@
 
 Each benchmark's final answers are read with one extraction mode (`answer_format_for`): the one passed, or else the
 template's, except GSM8K's, read with "auto". Problems are solved in batches; each finished problem is appended to
-`samples.jsonl` at once, and a rerun with the same output directory skips the problems found there. Every sample has its own seed, derived from (seed,
-benchmark, problem id, sample index), so the samples do not depend on batching or on where a run was interrupted.
+`samples.jsonl` at once, and a rerun with the same output directory reuses the problems found there as they are and
+solves the others. With the transformers back end every sample has its own seed, derived from (seed, benchmark,
+problem id, sample index); with vLLM the engine is seeded once with `seed` (`backends.VLLMBackend`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ DEFAULT_MAX_NEW_TOKENS = 4096  # the paper presets' max_completion_length
 # Benchmarks whose models often end in prose or GSM8K style ("#### 18", "A: 18", "The answer is 18") even when asked
 # for a box: read with "auto", which takes a closing \boxed{} or Answer: line first and these styles otherwise.
 AUTO_ANSWER_BENCHMARKS = frozenset({"gsm8k"})
+SEEDS = {  # config.seeds, by whether the back end takes a seed per sample
+    True: "per sample: sha256(seed, benchmark, id, index) -> 32 bits, recorded in samples.jsonl",
+    False: "per engine: the back end is seeded once with seed; samples carry no seed of their own",
+}
 
 
 def answer_format_for(benchmark: str, template: str, answer_format: str | None = None) -> str:
@@ -232,12 +237,14 @@ def sample_seed(seed: int, benchmark: str, problem_id: str, index: int) -> int:
 
 def solve_batch(engine, problems: Sequence[Problem], settings: Settings, stats: Throughput) -> list[dict]:
     """Generate the greedy answer and the k samples of each problem, verify them all, return the records."""
+    seeded = getattr(engine, "per_sample_seeds", True)  # a back end that does not say gets seeds
     requests = []
     for p in problems:
         if settings.greedy:
             requests.append(Request(p.prompt, 0.0, None, settings.max_new_tokens))
         requests += [
-            Request(p.prompt, settings.temperature, sample_seed(settings.seed, p.benchmark, p.record.id, j),
+            Request(p.prompt, settings.temperature,
+                    sample_seed(settings.seed, p.benchmark, p.record.id, j) if seeded else None,
                     settings.max_new_tokens)
             for j in range(settings.k)
         ]
@@ -375,7 +382,7 @@ def _config(label, settings: Settings, engine, batch_size, names, limit, ids, pr
     return {
         "model": label, "template": settings.template, "k": settings.k, "temperature": settings.temperature,
         "greedy": settings.greedy, "max_new_tokens": settings.max_new_tokens, "seed": settings.seed,
-        "seeds": "per sample: sha256(seed, benchmark, id, index) -> 32 bits, recorded in samples.jsonl",
+        "seeds": SEEDS[getattr(engine, "per_sample_seeds", True)],
         "sampling": "pure temperature sampling (no top-p / top-k); greedy at T = 0",
         "backend": engine.name, "batch_size": batch_size or engine.batch_size,
         "benchmarks": benchmarks, "requested_benchmarks": list(names),

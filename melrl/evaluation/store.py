@@ -11,7 +11,7 @@ from pathlib import Path
 
 from melrl.jsonl import JsonlWriter, read_jsonl
 from melrl.evaluation.bank import bank_identity, bank_summary
-from melrl.evaluation.report import RESULTS_FILE, results_markdown
+from melrl.evaluation.tables import RESULTS_FILE, results_markdown
 
 CONFIG_FILE = "config.json"
 SAMPLES_FILE = "samples.jsonl"

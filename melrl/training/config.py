@@ -1,4 +1,4 @@
-"""Configuration: `MELConfig` (the trainer's) and `RunArguments` (model, data and prompt for `melrl train`)."""
+"""Configuration of the trainer: `MELConfig`."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ class MELConfig(GRPOConfig):
     r"""Configuration of [`MELTrainer`][melrl.training.trainer.MELTrainer]: every `trl.GRPOConfig` field (and so
     every `transformers.TrainingArguments` field) plus the meta-experience loop.
 
-    `MELConfig()` is the paper's method. A setting beyond the paper says so ("ours") and is off by default, except
-    the leak check. In YAML or on the command line every field is a key: `melrl train --config FILE --key value`.
+    `MELConfig()` is the paper's method. A setting beyond the paper says so ("ours") and is off by default. In YAML
+    or on the command line every field is a key: `melrl train --config FILE --key value`.
 
     Parameters: Base algorithm
         algorithm: the base method, combined with `meta_experience` on or off: `grpo` (TRL's group-normalised
@@ -27,6 +27,9 @@ class MELConfig(GRPOConfig):
             batch), `reinforce_pp_baseline` (group mean of the scores subtracted, then whitened the same way) or
             `rft` (NLL of the correct rollouts, normalised by their token count). Under `reinforce_pp*`, `beta` is
             the in-reward KL coefficient and TRL's KL loss term is off.
+        loss_type: TRL's policy-loss normalisation. `grpo` is the paper's Eq. 10 (each response's token mean, then
+            the mean over responses); `GRPOConfig`'s own default is `dapo` (every token of the batch alike). The
+            other values are TRL's (`trl.GRPOConfig`).
 
     Parameters: Meta-experience loop
         meta_experience: run construction, replay validation and internalization. Off, the trainer is the base
@@ -36,8 +39,9 @@ class MELConfig(GRPOConfig):
             the step alike; the paper's Eq. 7) or `prompt` (the paper's Eq. 10: over each prompt's kept
             meta-experiences, then over the prompts that kept any).
         max_pairs_per_prompt: contrastive (correct, incorrect) pairs analysed per prompt with both correct and
-            incorrect rollouts. The paper leaves this open; 2 keeps the analysis cost near the rollout cost at
-            G = 8.
+            incorrect rollouts. `None` is the paper's set (§3.2): every (correct, incorrect) pair, up to (G/2)^2 per
+            prompt (16 at G = 8). A number caps it (ours, beyond the paper): fewer analyses, replays and NLL rows
+            per step; which pairs are taken: `melrl.method.pairs.select_pairs`.
         pair_seed: seed of the pair choice; `None` uses `seed`.
         analysis_prompt: the analysis instruction: `paper` (Appendix C's Meta-Experience Prompt, verbatim) or
             `compact` (ours: shorter, one markdown heading per part of the meta-experience).
@@ -56,8 +60,11 @@ class MELConfig(GRPOConfig):
         replay_threshold: fraction of the replay answers that must verify to keep the meta-experience (the
             paper's: 1.0, its one answer).
         replay_max_new_tokens: token budget of a replay answer; `None` uses `max_completion_length`.
-        leak_check: reject meta-experiences whose heuristics or reflective summary contain the gold answer or the
-            problem's distinctive numbers, under either `experience_filter` (ours, beyond the paper).
+        leak_check: ours, beyond the paper: reject meta-experiences whose heuristics or reflective summary contain
+            the gold answer or the problem's distinctive numbers, under either `experience_filter`
+            (`melrl.method.leaks`). Off by default, as the paper has no such check (Appendix C's prompt forbids the
+            leak, and replay is its only filter); on, a meta-experience that states the answer is not internalized
+            even though its replay verifies trivially. The paper presets turn it on.
         prompt_template: solve template (`qwen-boxed`, `dapo`, `short`); decides how answers are extracted.
         verifier_timeout: seconds allowed to verify one answer.
 
@@ -70,10 +77,15 @@ class MELConfig(GRPOConfig):
     """
 
     algorithm: str = field(default="grpo", metadata={"help": f"Base algorithm: one of {ADVANTAGE_METHODS}."})
+    loss_type: str = field(
+        default="grpo", metadata={"help": "Policy-loss normalisation (TRL's values); grpo is the paper's Eq. 10."}
+    )
     meta_experience: bool = field(default=True, metadata={"help": "Run the meta-experience loop."})
     mel_coef: float = field(default=1.0, metadata={"help": "Coefficient of the internalization NLL."})
     nll_average: str = field(default="experience", metadata={"help": f"NLL average: one of {NLL_AVERAGES}."})
-    max_pairs_per_prompt: int = field(default=2, metadata={"help": "Contrastive pairs per mixed prompt."})
+    max_pairs_per_prompt: int | None = field(
+        default=None, metadata={"help": "Contrastive pairs per mixed prompt: None, every pair (the paper's), or a cap."}
+    )
     pair_seed: int | None = field(default=None, metadata={"help": "Seed of the pair choice (default: seed)."})
     analysis_prompt: str = field(
         default="paper", metadata={"help": f"Analysis prompt: one of {sorted(ANALYSIS_TEMPLATES)} (paper: Appendix C)."}
@@ -89,7 +101,9 @@ class MELConfig(GRPOConfig):
     replay_samples: int = field(default=1, metadata={"help": "Replay answers per meta-experience."})
     replay_threshold: float = field(default=1.0, metadata={"help": "Fraction of replays that must verify."})
     replay_max_new_tokens: int | None = field(default=None, metadata={"help": "Replay budget (default: rollout's)."})
-    leak_check: bool = field(default=True, metadata={"help": "Reject meta-experiences that leak the answer."})
+    leak_check: bool = field(
+        default=False, metadata={"help": "Ours: reject meta-experiences that leak the answer (off: the paper's)."}
+    )
     prompt_template: str = field(default="qwen-boxed", metadata={"help": f"One of {sorted(SOLVE_TEMPLATES)}."})
     verifier_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed per verification."})
     validation_benchmarks: list[str] | None = field(default=None, metadata={"help": "Benchmarks to validate on."})
@@ -113,7 +127,7 @@ class MELConfig(GRPOConfig):
                              f"transformers path, and xgrammar is not installed: {guidance.INSTALL_HINT}")
         if self.experience_filter not in EXPERIENCE_FILTERS:
             raise ValueError(f"experience_filter: {self.experience_filter!r} is not one of {EXPERIENCE_FILTERS}")
-        if self.max_pairs_per_prompt < 1:
+        if self.max_pairs_per_prompt is not None and self.max_pairs_per_prompt < 1:
             raise ValueError("max_pairs_per_prompt must be >= 1 (set meta_experience: false to turn the loop off)")
         if self.replay_samples < 1:
             raise ValueError("replay_samples must be >= 1")
@@ -149,37 +163,3 @@ class MELConfig(GRPOConfig):
     @property
     def replay_budget(self) -> int:
         return self.replay_max_new_tokens or self.max_completion_length
-
-
-@dataclass
-class RunArguments:
-    """What `melrl train` trains on: the model, the data and how much of it."""
-
-    model_name_or_path: str = field(
-        default="smollm2-135m-instruct", metadata={"help": "Embedded name, local folder or hub id."}
-    )
-    dataset_name: str = field(default="arith", metadata={"help": "Registered name, local file or hub:ORG/NAME."})
-    dataset_split: str | None = field(default=None, metadata={"help": "Split, where the dataset has several."})
-    dataset_limit: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
-    data_dir: str | None = field(default=None, metadata={"help": "Folder of the local datasets."})
-    arith_level: int = field(default=1, metadata={"help": "Difficulty of the arith generator (1-5)."})
-    arith_size: int = field(default=256, metadata={"help": "Problems drawn by the arith generator."})
-    skip_invalid: bool = field(default=False, metadata={"help": "Skip malformed rows (counted) instead of failing."})
-    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
-    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters only (peft)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma-separated modules or all-linear."})
-
-    def peft_config(self):
-        """The LoRA configuration when `use_peft` is set, else None."""
-        if not self.use_peft:
-            return None
-        from peft import LoraConfig
-
-        targets = self.lora_target_modules
-        return LoraConfig(
-            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type="CAUSAL_LM",
-            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-        )

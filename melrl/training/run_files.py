@@ -3,7 +3,7 @@
 - `metrics.jsonl`: one line per optimizer step (counters, token counts, phase times, the NLL);
 - `experiences.jsonl`: one line per meta-experience constructed;
 - `melrl_complete.json` in each checkpoint folder, written once the checkpoint is saved whole, so that a resumed
-  run never starts from a checkpoint that a crash left half-written (`melrl.training.runs`).
+  run never starts from a checkpoint that a crash left half-written (`melrl.training.resume`).
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import json
 import os
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import TrainerCallback
 
 from melrl.jsonl import JsonlWriter
-from melrl.method.experience import retention_ratio
-from melrl.training.runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
+from melrl.method.retention import retention_ratio
+from melrl.training.resume import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
 
 GENERATION_PHASES = ("rollout", "scoring", "analysis", "replay")
 PHASES = (*GENERATION_PHASES, "update")
@@ -31,11 +33,23 @@ TOKEN_COUNTS = (("rollout", "prompt_tokens"), ("rollout", "tokens"), ("analysis"
                 ("nll", "context_tokens"), ("nll", "tokens"))
 
 
+def device_synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for the work queued on `device`: `torch.cuda.synchronize` on a CUDA device, else nothing (the CPU
+    runs each operation before returning)."""
+    if device.type == "cuda":
+        return partial(torch.cuda.synchronize, device)
+    return lambda: None
+
+
 class StepStats:
     """Sums over one optimizer step. Counts are global (they come from gathered data), except the NLL's sum and
-    count, which each process adds for its own meta-experiences and the end of the step reduces."""
+    count, which each process adds for its own meta-experiences and the end of the step reduces.
 
-    def __init__(self):
+    A phase's time is read after `sync` (see `device_synchronizer`), at its start and its end: on a GPU the wall
+    clock would otherwise count the kernels a phase launched, not the time they took to run."""
+
+    def __init__(self, sync: Callable[[], None] = lambda: None):
+        self.sync = sync
         self.counts: dict[str, float] = {}
         self.time: dict[str, float] = {phase: 0.0 for phase in (*PHASES, "nll")}
 
@@ -45,11 +59,16 @@ class StepStats:
 
     @contextmanager
     def timed(self, phase: str):
-        start = time.perf_counter()
+        start = self.clock()
         try:
             yield
         finally:
-            self.time[phase] += time.perf_counter() - start
+            self.time[phase] += self.clock() - start
+
+    def clock(self) -> float:
+        """Seconds, once the device has run what was queued on it."""
+        self.sync()
+        return time.perf_counter()
 
     def line(self, step: int, nll_sum: float, nll_count: float) -> dict:
         count = lambda key: int(self.counts.get(key, 0))  # noqa: E731
@@ -71,15 +90,17 @@ class RunFilesCallback(TrainerCallback):
 
     `stats` is what the trainer adds to during a step. At the step's end the NLL is reduced over processes, the
     update's time is the step's wall time less its generation phases, and the line goes to `metrics.jsonl` and,
-    as `mel/<key>`, to the trainer's logged metrics (hence to every `report_to` backend).
+    as `mel/<key>`, to the trainer's logged metrics (hence to every `report_to` backend). Times are read once the
+    accelerator's device has run what was queued on it.
     """
 
     def __init__(self, run_dir: str | os.PathLike, accelerator, logged_metrics: dict):
         self.accelerator = accelerator
         self.logged_metrics = logged_metrics
-        self.stats = StepStats()
+        self.sync = device_synchronizer(accelerator.device)
+        self.stats = StepStats(self.sync)
         self.metrics_writer = self.experience_writer = None
-        self._step_start = time.perf_counter()
+        self._step_start = self.stats.clock()
         if accelerator.is_main_process:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             self.metrics_writer = JsonlWriter(Path(run_dir) / METRICS_FILE)
@@ -91,12 +112,12 @@ class RunFilesCallback(TrainerCallback):
                 self.experience_writer.append(record)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._step_start = time.perf_counter()
+        self._step_start = self.stats.clock()
 
     def on_step_end(self, args, state, control, **kwargs):
-        stats, self.stats = self.stats, StepStats()
+        stats, self.stats = self.stats, StepStats(self.sync)
         generation = sum(stats.time[phase] for phase in GENERATION_PHASES)
-        stats.time["update"] = max(0.0, time.perf_counter() - self._step_start - generation)
+        stats.time["update"] = max(0.0, stats.clock() - self._step_start - generation)
         totals = torch.tensor([stats.counts.get("nll_sum", 0.0), stats.counts.get("nll_count", 0.0)],
                               device=self.accelerator.device)
         nll_sum, nll_count = self.accelerator.reduce(totals, reduction="sum").tolist()

@@ -43,18 +43,30 @@ _LEADING_NUMBER = re.compile(
     r"(?:\s*\\?%|\s+(?!(?:thousand|million|billion)\b)[A-Za-z][A-Za-z'’.-]+(?:\s+[A-Za-z][A-Za-z'’.-]*){0,3})?",
     re.IGNORECASE,
 )
+_PERCENT = re.compile(
+    r"(-?\d+(?:,\d{3})*(?:\.\d+)?)\s*(?:\\[,;! ]\s*)?(?:\\?%|\\(?:text|mathrm)\s*\{\s*(?:\\?%|percent)\s*\}|percent)",
+    re.IGNORECASE,
+)
 _CLAUSE_END = re.compile(r"\s*[,;(]\s")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+# A box the reader is to fill in: question marks, blanks, dots, an empty square, the word "answer", nothing.
+_PLACEHOLDER = re.compile(
+    r"(?:[\s?_.~]|\\[_ ,;:!]|\\(?:[lcv]?dots|square|Box|blacksquare|qquad|quad|underline)\b)*"
+    r"|(?:the |your |final |correct )*answer(?: here)?|ans|blank",
+    re.IGNORECASE,
+)
+_PLACEHOLDER_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{|[{}$]")
 
 
 def extract_answer(text: str, answer_format: str = "auto") -> str | None:
     """The final answer of a completion, or None.
 
-    "boxed": content of the last ``\\boxed{}``/``\\fbox{}``; "answer_line": the last ``Answer: ...`` line;
-    "last_number": the last number (or time of day) in the text (for very small models that answer in prose, with
-    the `short` template). "auto": the last boxed answer if there is one; otherwise whichever final-answer statement
-    comes last: an ``Answer: ...`` line, GSM8K's ``#### 18``, a line ``A: 18`` or "the answer is 18". Never a bare
-    number in prose, so that an unfinished completion has no answer.
+    "boxed": content of the last ``\\boxed{}``/``\\fbox{}`` that is not a placeholder (``\\boxed{?}``, see
+    `is_placeholder`); "answer_line": the last ``Answer: ...`` line; "last_number": the last number (or time of day)
+    in the text (for very small models that answer in prose, with the `short` template). "auto": that boxed answer
+    if there is one; otherwise whichever final-answer statement comes last: an ``Answer: ...`` line, GSM8K's
+    ``#### 18``, a line ``A: 18`` or "the answer is 18". Never a bare number in prose, so that an unfinished
+    completion has no answer (nor one whose answer is only in words, such as a sentence after a program's output).
     """
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
@@ -63,7 +75,7 @@ def extract_answer(text: str, answer_format: str = "auto") -> str | None:
     tail = text[-MAX_SCAN_CHARS:]
     answer = None
     if answer_format in ("boxed", "auto"):
-        answer = last_boxed(tail)
+        answer = last_boxed(tail, skip_placeholders=True)
     if answer is None and answer_format == "answer_line":
         answer = last_answer_line(tail)
     if answer is None and answer_format == "auto":
@@ -75,14 +87,15 @@ def extract_answer(text: str, answer_format: str = "auto") -> str | None:
     return answer
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``, ``\\boxed 5``); None if absent or unbalanced."""
-    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
+def last_boxed(text: str, *, skip_placeholders: bool = False) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``, ``\\boxed 5``); None if absent or unbalanced.
+    With `skip_placeholders`, boxes holding a placeholder (`is_placeholder`) are passed over for earlier ones."""
+    start = _last_box_start(text, len(text))
     while start >= 0:
         cmd = next(c for c in _BOX_COMMANDS if text.startswith(c, start))
         i = start + len(cmd)
         if i < len(text) and text[i].isalpha():  # \boxedfoo is some other command
-            start = max(text.rfind(c, 0, start) for c in _BOX_COMMANDS)
+            start = _last_box_start(text, start)
             continue
         while i < len(text) and text[i] in " \t":
             i += 1
@@ -97,9 +110,19 @@ def last_boxed(text: str) -> str | None:
             return None
         for inner_cmd in _BOX_COMMANDS:  # \boxed{\boxed{5}}
             if content.startswith(inner_cmd + "{") and _match_brace(content, len(inner_cmd)) == len(content) - 1:
-                return last_boxed(content)
+                content = last_boxed(content) or ""
+                break
+        if skip_placeholders and is_placeholder(content):
+            start = _last_box_start(text, start)
+            continue
         return content or None
     return None
+
+
+def is_placeholder(content: str) -> bool:
+    """Whether a box's content stands for an answer still to be given ("?", "\\_\\_", "\\square", "\\ldots",
+    "\\text{answer}", nothing): what a question or an instruction shows, copied into the output."""
+    return _PLACEHOLDER.fullmatch(_PLACEHOLDER_WRAPPER.sub("", content)) is not None
 
 
 def last_answer_line(text: str) -> str | None:
@@ -178,6 +201,13 @@ def normalize_answer(answer: str) -> str:
     return s
 
 
+def percent_number(answer: str) -> str | None:
+    """The number of an answer that is a percentage ("35\\%", "35.0 %", "35\\text{ percent}" give "35", "35.0"),
+    else None."""
+    m = _PERCENT.fullmatch(answer.strip())
+    return normalize_answer(m.group(1)) if m else None
+
+
 def as_integer(answer: str) -> int | None:
     """The integer a normalised answer denotes when it is a plain integer literal, else None."""
     if _INTEGER.fullmatch(answer):
@@ -224,6 +254,11 @@ def prescreen(answer: str) -> str | None:
     if "!" in answer:
         return _check_factorials(answer)
     return None
+
+
+def _last_box_start(text: str, before: int) -> int:
+    """Index of the last box command starting before `before`, or -1."""
+    return max(text.rfind(cmd, 0, before) for cmd in _BOX_COMMANDS)
 
 
 def _match_brace(text: str, open_at: int) -> int:

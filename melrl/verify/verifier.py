@@ -30,10 +30,11 @@ import time
 import weakref
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from melrl.verify.answers import (
-    ANSWER_FORMATS, as_integer, extract_answer, last_boxed, normalize_answer, prescreen, same_time, time_of_day,
+    ANSWER_FORMATS, as_integer, extract_answer, last_boxed, normalize_answer, percent_number, prescreen, same_time,
+    time_of_day,
 )
 
 __all__ = ["DEFAULT_TIMEOUT", "VerifierPool", "VerifierStats", "default_pool", "verify", "verify_batch"]
@@ -87,7 +88,10 @@ class VerifierStats:
 class VerifierPool:
     """A fixed number of verifier worker processes; `verify_batch` is thread-safe (calls are serialised)."""
 
-    def __init__(self, workers: int | None = None, timeout: float | None = None, *, memory_mb: int | None = None):
+    def __init__(self, workers: int | None = None, timeout: float | None = None, *, memory_mb: int | None = None,
+                 worker_target: tuple[str, str] | None = None):
+        """`worker_target`: (a Python file, a function in it) that each worker runs instead of the verifier's own
+        loop, after the verifier module is mounted (`sys.modules["_melrl_verify.verifier"]`); for tests."""
         self.workers = int(workers) if workers is not None else default_workers()
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -95,6 +99,9 @@ class VerifierPool:
         if memory_mb is None:
             memory_mb = int(os.environ.get("MELRL_VERIFY_MEMORY_MB", DEFAULT_MEMORY_MB))
         self.memory_mb = memory_mb
+        if worker_target is not None and not os.path.isfile(worker_target[0]):
+            raise FileNotFoundError(f"worker_target: {worker_target[0]} is not a file")
+        self.worker_target = worker_target
         self.stats = VerifierStats()
         self.worker_info: dict[str, Any] = {}  # the last worker's "ready" message
         self._lock = threading.Lock()
@@ -135,17 +142,17 @@ class VerifierPool:
             if prescreen(pred):
                 counts.rejected += 1
                 continue
-            on_clock = _compare_times(pred, gold)
-            if on_clock is not None:  # math-verify would read "4:30" as the ratio 4/30
-                counts.fast_path += 1
-                results[i] = on_clock
-                continue
-            pred_int, gold_int = as_integer(pred), as_integer(gold)
-            if pred_int is not None and gold_int is not None:
-                counts.fast_path += 1
-                results[i] = pred_int == gold_int
-                continue
-            jobs.setdefault((pred, gold), []).append(i)
+            pending = []
+            for reading in _readings(pred, gold):
+                settled = _settle(*reading)
+                if settled is None:
+                    pending.append(reading)
+                elif settled:
+                    results[i], pending = True, []
+                    break
+            counts.fast_path += not pending
+            for reading in pending:
+                jobs.setdefault(reading, []).append(i)
         with self._lock:
             self._check_usable()
             if jobs:
@@ -153,7 +160,7 @@ class VerifierPool:
                 payloads = [{"op": "verify", "pred": p, "gold": g, "t": timeout} for p, g in keys]
                 for key, ok in zip(keys, self._run(payloads, timeout)):
                     for i in jobs[key]:
-                        results[i] = ok
+                        results[i] = results[i] or ok
             counts.correct = sum(results)
             for name, value in counts.as_dict().items():
                 setattr(self.stats, name, getattr(self.stats, name) + value)
@@ -209,6 +216,8 @@ class VerifierPool:
         deathsig = threading.current_thread() is threading.main_thread()
         cmd = [sys.executable, "-c", _BOOT, os.path.dirname(os.path.abspath(__file__)), str(self.memory_mb)]
         cmd.append("1" if deathsig else "0")
+        if self.worker_target is not None:
+            cmd.extend(self.worker_target)
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True)
         self._procs.append(proc)
         self._workers.append(_Worker(proc))
@@ -350,6 +359,27 @@ def _positive(value: Any, name: str) -> float:
     return x
 
 
+def _readings(pred: str, gold: str) -> list[tuple[str, str]]:
+    """The (answer, gold) pairs that may show an answer right. A percentage against a plain number is read both as
+    its number and as itself: "35\\%" is right for a gold of 35 (what a question asking for a percentage wants;
+    the verifier does not see the question) and, through math-verify, for 0.35."""
+    pred_pct, gold_pct = percent_number(pred), percent_number(gold)
+    if (pred_pct is None) == (gold_pct is None):
+        return [(pred, gold)]
+    return [(pred_pct or pred, gold_pct or gold), (pred, gold)]
+
+
+def _settle(pred: str, gold: str) -> bool | None:
+    """The verdict where math-verify is not needed (times of day, integers against integers), else None."""
+    on_clock = _compare_times(pred, gold)
+    if on_clock is not None:  # math-verify would read "4:30" as the ratio 4/30
+        return on_clock
+    pred_int, gold_int = as_integer(pred), as_integer(gold)
+    if pred_int is not None and gold_int is not None:
+        return pred_int == gold_int
+    return None
+
+
 def _compare_times(pred: str, gold: str) -> bool | None:
     """Times of day compared as times ("4:30 p.m." = "16:30"); None where math-verify should decide: when either
     is not a time, except that a gold answer with am/pm is only matched by a time."""
@@ -446,14 +476,23 @@ if sys.path and sys.path[0] == "":
 pkg = types.ModuleType("_melrl_verify")
 pkg.__path__ = [sys.argv[1]]
 sys.modules["_melrl_verify"] = pkg
-importlib.import_module("_melrl_verify.verifier")._worker_main()
+verifier = importlib.import_module("_melrl_verify.verifier")
+if len(sys.argv) > 4:  # VerifierPool(worker_target=(file, function))
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_melrl_verify_worker", sys.argv[4])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    getattr(module, sys.argv[5])()
+else:
+    verifier._worker_main()
 """
 
 # Names sympy's `parse_expr` may evaluate in a worker: enough for sympy.Number("12"), S("3/2") and friends.
 _EVAL_ALLOWED = frozenset({"Integer", "Float", "Rational", "Number", "Symbol", "Add", "Mul", "Pow", "E", "I", "pi"})
 
 
-def _worker_main() -> None:
+def _worker_main(extra_ops: dict[str, Callable[[], None]] | None = None) -> None:
+    """The worker's loop: answer `verify` requests; `extra_ops` (a worker target's) handle other ops by name."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     out = os.dup(1)
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
@@ -472,8 +511,8 @@ def _worker_main() -> None:
         if op == "verify":
             ok, timed_out = checker.check(str(msg["pred"]), str(msg["gold"]), float(msg["t"]))
             _send(out, {"id": msg["id"], "ok": ok, "timeout": timed_out})
-        elif op in _TEST_OPS:
-            _TEST_OPS[op]()
+        elif extra_ops and op in extra_ops:
+            extra_ops[op]()
 
 
 def _send(fd: int, msg: dict) -> None:
@@ -622,20 +661,3 @@ def _limit_memory(memory_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     except (ImportError, ValueError, OSError):
         pass
-
-
-def _test_segfault() -> None:
-    import ctypes
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file in the working directory
-    ctypes.string_at(0)
-
-
-def _test_hang() -> None:
-    while True:
-        time.sleep(3600)
-
-
-# Private hooks for the tests: the parent (never model text) can ask a worker to die or hang.
-_TEST_OPS = {"_exit": lambda: os._exit(3), "_segfault": _test_segfault, "_hang": _test_hang}
