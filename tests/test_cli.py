@@ -105,7 +105,7 @@ def _preset_memory():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "preset_memory.py"
+    path = Path(__file__).resolve().parents[1] / "tools" / "preset_memory.py"
     spec = importlib.util.spec_from_file_location("preset_memory", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -113,7 +113,7 @@ def _preset_memory():
 
 
 def test_paper_presets_fit_80gb_gpus_by_the_documented_arithmetic():
-    """Every paper preset fits one 80 GB GPU per process by benchmarks/preset_memory.py's arithmetic (docs/presets.md,
+    """Every paper preset fits one 80 GB GPU per process by tools/preset_memory.py's arithmetic (docs/presets.md,
     "Memory per preset", which shows the same rows), with vLLM's context holding its longest sequence."""
     from pathlib import Path
 

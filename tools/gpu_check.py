@@ -4,7 +4,7 @@ ran or was skipped by request (`--skip`): a path that could not run (vLLM not in
 
     make gpu-check                                        # on a machine with one GPU
     make gpu-check GPU_CHECK_ARGS='--skip vllm_colocate vllm_colocate_sleep'   # without vLLM, said so
-    .venv/bin/python benchmarks/gpu_check.py --tokenizer DIR --output benchmarks/results/gpu_check.json
+    .venv/bin/python tools/gpu_check.py --tokenizer DIR --output benchmarks/results/gpu_check.json
 
 Paths (each in its own process, so that one failure does not stop the others):
 - `mel_bf16`: 2 MEL steps, transformers generation, bf16, every analysis accepted and every replay verified (so

@@ -1,8 +1,8 @@
 """GPU memory per process and generation cost per step of the paper presets: the arithmetic behind docs/presets.md,
 "Memory per preset" (both tables).
 
-    .venv/bin/python benchmarks/preset_memory.py            # the tables, in markdown
-    .venv/bin/python benchmarks/preset_memory.py --json     # the same numbers as JSON
+    .venv/bin/python tools/preset_memory.py            # the tables, in markdown
+    .venv/bin/python tools/preset_memory.py --json     # the same numbers as JSON
 
 An estimate from the presets' own settings and the Qwen3 architectures, not a measurement: every assumption is a
 named constant below. The target is one node of 8 GPUs of 80 GB (H100 or A100; an H100 80GB shows 81,559 MiB =
