@@ -149,7 +149,7 @@ def test_find_leaks_long_input_is_fast():
     find_leaks("1" * 200_000 + " " * 200_000, "11", "9" * 100_000)
     for text in ("= " * 100_000, "answer is is " * 50_000, "\\boxed{ " * 50_000, "=$ $ -  1" * 50_000):
         assert find_leaks(text, "2", "") == []  # a small gold: the "stated as the answer" patterns
-    assert time.perf_counter() - t0 < 5.0
+    assert time.perf_counter() - t0 < 30.0  # linear: about a second; a quadratic scan of these inputs takes hours
 
 
 def test_distinctive_problem_numbers():
