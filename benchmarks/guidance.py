@@ -75,7 +75,7 @@ def run_arm(trainer, rollouts, guidance: str, seed: int) -> dict:
     import torch
 
     from melrl.jsonl import read_jsonl
-    from melrl.method.experience import template_copies
+    from melrl.method.parsing import template_copies
     from melrl.training.run_files import StepStats
 
     trainer.args.analysis_guidance = guidance
@@ -149,7 +149,7 @@ def main() -> None:
     from melrl.models import load_model_and_tokenizer
     from melrl.training.config import MELConfig
     from melrl.training.generation import analysis_guidance
-    from melrl.training.train import build_train_dataset
+    from melrl.cli.train import build_train_dataset
     from melrl.training.trainer import MELTrainer
 
     demo = yaml.safe_load(DEMO.read_text())

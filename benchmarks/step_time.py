@@ -84,7 +84,7 @@ def train_and_summarise(spec: dict, work: Path) -> dict:
     from melrl.data import load_records
     from melrl.jsonl import read_jsonl
     from melrl.models import build_tiny_model, load_model_and_tokenizer
-    from melrl.training.train import build_train_dataset
+    from melrl.cli.train import build_train_dataset
 
     model_name = spec["model"]
     if model_name == "tiny":

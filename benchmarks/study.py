@@ -68,7 +68,7 @@ def train(args, method: str, seed: int, run_dir: Path):
     if (run_dir / "model.safetensors").exists() and (run_dir / "metrics.jsonl").exists():
         return str(run_dir)
     from melrl.cli import parse_train_args, preset_path
-    from melrl.training.train import run_training
+    from melrl.cli.train import run_training
 
     argv = ["--config", str(preset_path("study.yaml")), "--seed", str(seed), "--output_dir", str(run_dir),
             "--max_steps", str(args.steps), "--model_name_or_path", args.model, *method_args(args, method)]
@@ -147,7 +147,7 @@ def summarise(records: list[dict], seeds: list[int], metrics: list[str]) -> tupl
 
 
 def markdown(results: dict) -> str:
-    from melrl.evaluation.report import metric_label
+    from melrl.evaluation.tables import metric_label
 
     metrics = results["metrics"]
     lines = ["| Model | n | " + " | ".join(map(metric_label, metrics)) + " |", "|---|---:|" + "---:|" * len(metrics)]

@@ -1,6 +1,6 @@
 """melrl: Meta-Experience Learning for LLM reasoning, on TRL.
 
-Names are imported on first use, so that `import melrl.method.experience` and other light modules stay free of torch.
+Names are imported on first use, so that `import melrl.method.parsing` and other light modules stay free of torch.
 """
 
 from importlib import import_module
@@ -18,11 +18,11 @@ _EXPORTS = {
     "make_accuracy_reward": "melrl.training.rewards",
     "MELConfig": "melrl.training.config",
     "MELTrainer": "melrl.training.trainer",
-    "RunArguments": "melrl.training.config",
+    "RunArguments": "melrl.cli.train",
     "compute_advantages": "melrl.method.algorithms",
-    "select_pairs": "melrl.method.experience",
-    "find_leaks": "melrl.method.experience",
-    "parse_meta_experience": "melrl.method.experience",
+    "select_pairs": "melrl.method.pairs",
+    "find_leaks": "melrl.method.leaks",
+    "parse_meta_experience": "melrl.method.parsing",
     "pass_at_k": "melrl.evaluation.metrics",
     "evaluate": "melrl.evaluation.runner",
 }

@@ -1,7 +1,9 @@
 """Small helpers shared by the tests."""
 
 import os
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,27 @@ needs_data = pytest.mark.skipif(
     reason=f"needs the registered datasets' files in ${DATA_DIR_ENV} ({REAL_DATA or 'not set'}; {len(_MISSING)} "
            f"missing), which the test set-up points at the shared data folder beside the repository if there is one",
 )
+
+
+def subprocess_env() -> dict:
+    """The environment for a `python -c` child that imports melrl from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+def chromium(url: str, user_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Chromium run headless on `url` with its own profile folder (`--dump-dom`, `--screenshot=...` as `extra`)."""
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", f"--user-data-dir={user_dir}", *extra, url],
+        capture_output=True, text=True, timeout=90,
+    )
 
 
 def free_port() -> int:

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import TrainerCallback
 
 import melrl.training.trainer as trainer_module
-from melrl.training.config import RunArguments
+from melrl.cli.train import RunArguments
 from melrl.training.trainer import MELTrainer
 from tests.test_trainer import fake_judge, make_config, make_dataset, parity_accuracy
 

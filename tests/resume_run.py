@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 import melrl.training.trainer as trainer_module
-from melrl.training.runs import checkpoint_step, resolve_checkpoint, rewind_run_files
+from melrl.training.resume import checkpoint_step, resolve_checkpoint, rewind_run_files
 from tests.test_trainer import fake_judge, make_trainer
 
 

@@ -44,7 +44,8 @@ TRAINING_PRESETS = sorted(p.name for p in preset_path("demo.yaml").parent.glob("
 @pytest.mark.parametrize("name", TRAINING_PRESETS)
 def test_every_training_preset_uses_only_known_keys(name):
     from melrl.cli import check_config_keys
-    from melrl.training.config import MELConfig, RunArguments
+    from melrl.cli.train import RunArguments
+    from melrl.training.config import MELConfig
 
     check_config_keys(preset_path(name), (RunArguments, MELConfig))
     values = yaml.safe_load(preset_path(name).read_text())
@@ -104,16 +105,16 @@ def _preset_memory():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "preset_memory.py"
+    path = Path(__file__).resolve().parents[1] / "tools" / "preset_memory.py"
     spec = importlib.util.spec_from_file_location("preset_memory", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_paper_presets_fit_80gb_gpus_by_the_readme_arithmetic():
-    """Every paper preset fits one 80 GB GPU per process by benchmarks/preset_memory.py's arithmetic (README, "Memory
-    per preset", which shows the same rows), with vLLM's context holding its longest sequence."""
+def test_paper_presets_fit_80gb_gpus_by_the_documented_arithmetic():
+    """Every paper preset fits one 80 GB GPU per process by tools/preset_memory.py's arithmetic (docs/presets.md,
+    "Memory per preset", which shows the same rows), with vLLM's context holding its longest sequence."""
     from pathlib import Path
 
     memory = _preset_memory()
@@ -127,6 +128,6 @@ def test_paper_presets_fit_80gb_gpus_by_the_readme_arithmetic():
         assert row["kv_tokens"] >= row["vllm_max_model_length"], row  # vLLM starts only if one sequence fits
         if not row["server"]:
             assert row["rollouts_per_step"] == 1024 and row["prompts_per_step"] == 128
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    for line in memory.markdown(rows).splitlines()[2:]:
-        assert line in readme, f"README's memory table is out of date: {line}"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    for line in memory.markdown(rows).splitlines()[2:] + memory.cost_markdown(rows).splitlines()[2:]:
+        assert line in page, f"docs/presets.md's memory or cost table is out of date: {line}"

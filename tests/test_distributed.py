@@ -154,7 +154,7 @@ def test_lora_trains_only_adapter_weights(tiny_model_dir, tmp_path, monkeypatch)
     import torch
 
     import melrl.training.trainer as trainer_module
-    from melrl.training.config import RunArguments
+    from melrl.cli.train import RunArguments
     from melrl.models import load_model_and_tokenizer
     from melrl.training.trainer import MELTrainer
     from tests.test_trainer import fake_judge, make_config, make_dataset, parity_accuracy

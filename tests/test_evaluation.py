@@ -382,6 +382,21 @@ def test_resuming_with_other_settings_is_refused(tiny, tmp_path):
     assert more["throughput"]["problems"] == 3 and len(read_jsonl(tmp_path / "samples.jsonl")) == 4
 
 
+def test_resuming_on_another_back_end_is_refused(tmp_path):
+    # the back end decides how samples are seeded: one directory holds one scheme
+    from melrl.evaluation.store import CONFIG_FILE, EvalDir
+
+    config = {"model": "m", "k": 2, "seed": 0, "backend": "transformers"}
+    EvalDir(tmp_path / "a", config).close()
+    with pytest.raises(ValueError, match="backend: 'transformers' there, 'vllm' now"):
+        EvalDir(tmp_path / "a", {**config, "backend": "vllm"})
+    EvalDir(tmp_path / "a", config).close()  # the same back end resumes
+    before = {k: v for k, v in config.items() if k != "backend"}  # written before the back end was recorded
+    EvalDir(tmp_path / "b", before).close()
+    (tmp_path / "b" / CONFIG_FILE).write_text(json.dumps(before))
+    EvalDir(tmp_path / "b", {**config, "backend": "vllm"}).close()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # How each benchmark's answers are read
 

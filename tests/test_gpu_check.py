@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py on the CPU: a path that could not run (vLLM missing) fails the check unless it is skipped
+"""tools/gpu_check.py on the CPU: a path that could not run (vLLM missing) fails the check unless it is skipped
 by request; the summary says which paths ran, were skipped and could not run; the vLLM path trains MEL steps with
 kept meta-experiences (here on the CPU stand-in of vLLM, tests/vllm_standin)."""
 
@@ -18,14 +18,14 @@ NOT_VLLM = ["mel_bf16", "zero3", "fsdp", "eval"]
 
 
 def load_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "tools" / "gpu_check.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def run_check(*args, env=None):
-    return subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "tools/gpu_check.py", "--device", "cpu", *map(str, args)], cwd=ROOT,
                           env=env or dict(os.environ), capture_output=True, text=True, timeout=600)
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from melrl.method import guidance
-from melrl.method.experience import MetaExperienceFormatError, parse_meta_experience, template_copies
+from melrl.method.parsing import MetaExperienceFormatError, parse_meta_experience, template_copies
 from melrl.method.guidance import SectionGuidance, section_chars, skeleton, skeleton_regex
 from melrl.method.prompts import ANALYSIS_TEMPLATES, PAPER_ANALYSIS_TEMPLATE
 

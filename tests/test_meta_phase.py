@@ -3,7 +3,7 @@ replay, replay keep/drop."""
 
 import pytest
 
-from melrl.method.experience import Pair
+from melrl.method.pairs import Pair
 from melrl.method.meta_phase import (
     EXPERIENCE_FILTERS, MetaExperienceJob, build_jobs, is_replay_candidate, judge_analysis,
 )
@@ -187,7 +187,8 @@ def test_config_defaults_are_the_papers_and_unknown_choices_are_refused(tmp_path
 
     cpu = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[])
     config = MELConfig(**cpu)
-    assert (config.analysis_prompt, config.experience_filter, config.leak_check) == ("paper", "replay", True)
+    # the paper's prompt and filter; the leak check is ours, so it is off by default
+    assert (config.analysis_prompt, config.experience_filter, config.leak_check) == ("paper", "replay", False)
     assert MELConfig(**cpu, analysis_prompt="compact", experience_filter="format").experience_filter == "format"
     with pytest.raises(ValueError, match="analysis_prompt: 'verbatim' is not one of \\['compact', 'paper'\\]"):
         MELConfig(**cpu, analysis_prompt="verbatim")

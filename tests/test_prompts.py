@@ -1,5 +1,7 @@
-"""The default prompts are the paper's (Appendix C) word for word; the compact one is ours."""
+"""The default prompts are the paper's (arXiv 2602.10224, Appendix C) word for word; the compact one is ours."""
 
+import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -8,21 +10,16 @@ import pytest
 from melrl.method import prompts
 from melrl.method.prompts import ANALYSIS_TEMPLATES, analysis_text, replay_text, solve_text
 
-PAPER = Path("/work/shared/paper/mel-paper.md")
-
 # Stand-ins for the placeholders, filled the same way into the paper's text and into ours.
 QUESTION, INCORRECT, CORRECT, EXPERIENCE = "QQQ what is 1 + 1?", "III 1 + 1 = 3", "CCC 1 + 1 = 2", "MMM heuristics"
+SOLVE_SLOT = "SSS solve prompt"  # the replay prompt's question is our solve prompt, whichever template
 
-
-def _appendix_c() -> tuple[str, str]:
-    """(Meta-Experience Prompt, Empirical Validation Prompt) as the paper file gives them."""
-    if not PAPER.exists():
-        pytest.skip(f"the paper's text is not here ({PAPER}); nothing to compare the prompts with")
-    text = PAPER.read_text(encoding="utf-8")
-    appendix = text[text.index("Appendix C Prompt Template") :]
-    analysis = appendix.split("\nMeta-Experience Prompt\n", 1)[1]
-    analysis, replay = analysis.split("\nEmpirical Validation Prompt\n", 1)
-    return analysis, replay
+# SHA-256 of `_norm` of each prompt of the paper (Meta-Experience Learning, arXiv 2602.10224, Appendix C "Prompt
+# Template"), its placeholders filled with the stand-ins above: {question}, {error_ans}, {correct_ans} of the
+# Meta-Experience Prompt; {experience} and {question} (SOLVE_SLOT) of the Empirical Validation Prompt. Computed once
+# from the paper's text; `test_digests_are_the_papers` recomputes them where that text is at $MELRL_PAPER_TEXT.
+META_EXPERIENCE_PROMPT = "1ba3e0946f4a7a57011475337d9186f2747ec9e74f4299ac5eb4dfdecc6e8272"
+EMPIRICAL_VALIDATION_PROMPT = "689eb3b3b6936769fc475b5cc9a68c2787f6bc87c85a8db3a0c9a83404d10146"
 
 
 def _norm(text: str) -> str:
@@ -33,12 +30,19 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(_norm(text).encode("utf-8")).hexdigest()
+
+
+def _replay_digest(template: str, experience: str = EXPERIENCE) -> str:
+    ours = replay_text(QUESTION, experience, template)
+    assert ours.count(solve_text(QUESTION, template)) == 1, template
+    return _digest(ours.replace(solve_text(QUESTION, template), SOLVE_SLOT))
+
+
 def test_default_analysis_prompt_is_the_papers_meta_experience_prompt():
-    paper, _ = _appendix_c()
-    assert {"{question}", "{error_ans}", "{correct_ans}"} <= set(re.findall(r"\{\w+\}", paper))
-    expected = paper.replace("{question}", QUESTION).replace("{error_ans}", INCORRECT).replace("{correct_ans}", CORRECT)
     ours = analysis_text(QUESTION, INCORRECT, CORRECT)  # the default is "paper"
-    assert _norm(ours) == _norm(expected)
+    assert _digest(ours) == META_EXPERIENCE_PROMPT
     assert ours == analysis_text(QUESTION, INCORRECT, CORRECT, "paper")
     # the pieces issue 28 names, spelled as in the paper
     for piece in ("Scenario A (Self-Correction)", "Scenario B (Flawless Execution)",
@@ -50,13 +54,8 @@ def test_default_analysis_prompt_is_the_papers_meta_experience_prompt():
 
 
 def test_replay_prompt_is_the_papers_empirical_validation_prompt_with_our_solve_prompt_as_its_question():
-    _, paper = _appendix_c()
-    assert "Note:" in paper and "{experience}" in paper and paper.rstrip().endswith("{question}")
     for template in prompts.SOLVE_TEMPLATES:
-        # the question is our solve prompt, which says how the final answer must be written
-        expected = paper.replace("{experience}", EXPERIENCE).replace("{question}", solve_text(QUESTION, template))
-        ours = replay_text(QUESTION, EXPERIENCE, template)
-        assert _norm(ours) == _norm(expected), template
+        assert _replay_digest(template) == EMPIRICAL_VALIDATION_PROMPT, template
     ours = replay_text(QUESTION, "  " + EXPERIENCE + "\n", "qwen-boxed")
     assert "You must perform full, in-depth reasoning internally and arrive at the final answer while making full use "\
            "of the information above." in ours
@@ -67,13 +66,27 @@ def test_replay_prompt_is_the_papers_empirical_validation_prompt_with_our_solve_
 
 def test_comparison_can_fail():
     # The normalisation is not so loose that a changed word or a swapped pair of solutions would pass.
-    paper, replay = _appendix_c()
-    expected = paper.replace("{question}", QUESTION).replace("{error_ans}", INCORRECT).replace("{correct_ans}", CORRECT)
-    assert _norm(analysis_text(QUESTION, CORRECT, INCORRECT)) != _norm(expected)
-    assert _norm(analysis_text(QUESTION, INCORRECT, CORRECT).replace("How", "Why")) != _norm(expected)
-    assert _norm(analysis_text(QUESTION, INCORRECT, CORRECT, "compact")) != _norm(expected)
-    assert _norm(replay_text(QUESTION, EXPERIENCE).replace("in-depth", "deep")) != _norm(
-        replay.replace("{experience}", EXPERIENCE).replace("{question}", solve_text(QUESTION)))
+    assert _digest(analysis_text(QUESTION, CORRECT, INCORRECT)) != META_EXPERIENCE_PROMPT
+    assert _digest(analysis_text(QUESTION, INCORRECT, CORRECT).replace("How", "Why")) != META_EXPERIENCE_PROMPT
+    assert _digest(analysis_text(QUESTION, INCORRECT, CORRECT, "compact")) != META_EXPERIENCE_PROMPT
+    assert _digest(replay_text(QUESTION, EXPERIENCE).replace("in-depth", "deep")) != EMPIRICAL_VALIDATION_PROMPT
+    assert _replay_digest("qwen-boxed", experience="MMM other") != EMPIRICAL_VALIDATION_PROMPT
+    # whitespace and the PDF's tag spelling do not count
+    assert _norm("a  <judge> b </judge>\n c") == _norm("a<judge>b</judge> c") == _norm("a $<$ judge $>$ b</judge> c")
+
+
+@pytest.mark.skipif(not os.environ.get("MELRL_PAPER_TEXT"),
+                    reason="MELRL_PAPER_TEXT (the paper's text, markdown) is not set; the digests above stand for it")
+def test_digests_are_the_papers():
+    text = Path(os.environ["MELRL_PAPER_TEXT"]).read_text(encoding="utf-8")
+    appendix = text[text.index("Appendix C Prompt Template"):]
+    analysis, replay = appendix.split("\nMeta-Experience Prompt\n", 1)[1].split("\nEmpirical Validation Prompt\n", 1)
+    assert {"{question}", "{error_ans}", "{correct_ans}"} <= set(re.findall(r"\{\w+\}", analysis))
+    assert "Note:" in replay and "{experience}" in replay and replay.rstrip().endswith("{question}")
+    assert _digest(analysis.replace("{question}", QUESTION).replace("{error_ans}", INCORRECT)
+                   .replace("{correct_ans}", CORRECT)) == META_EXPERIENCE_PROMPT
+    assert _digest(replay.replace("{experience}", EXPERIENCE).replace("{question}", SOLVE_SLOT)) \
+        == EMPIRICAL_VALIDATION_PROMPT
 
 
 def test_solutions_in_the_papers_order_in_both_prompts():

@@ -10,10 +10,11 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
-from melrl.training.config import MELConfig, RunArguments
+from melrl.cli.train import RunArguments
+from melrl.training.config import MELConfig
 from melrl.data import DatasetError
 from melrl.jsonl import read_jsonl
-from melrl.training.runs import COMPLETE_MARKER, complete_checkpoints, resolve_checkpoint
+from melrl.training.resume import COMPLETE_MARKER, complete_checkpoints, resolve_checkpoint
 from tests.helpers import without_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,12 +135,19 @@ def test_impossible_settings_name_their_key(values, message):
         MELConfig(**CPU, **values)
 
 
+def test_the_default_config_is_the_papers_method():
+    config = MELConfig(**CPU)
+    assert config.loss_type == "grpo"  # Eq. 10: each response's token mean, then the mean over responses
+    assert config.max_pairs_per_prompt is None  # §3.2: every (correct, incorrect) pair
+    assert config.meta_experience and config.mel_coef == 1.0 and config.experience_filter == "replay"
+
+
 def fail_if_model_loads(*args, **kwargs):
     raise AssertionError("the model was loaded before the configuration was checked")
 
 
 def test_budget_larger_than_the_context_fails_before_loading(tiny_model_dir, monkeypatch):
-    import melrl.training.train as train_module
+    import melrl.cli.train as train_module
 
     monkeypatch.setattr(train_module, "load_model_and_tokenizer", fail_if_model_loads)
     config = MELConfig(**CPU, per_device_train_batch_size=4, num_generations=4, analysis_max_prompt_length=4000,
@@ -156,7 +164,7 @@ def test_budget_larger_than_the_context_fails_before_loading(tiny_model_dir, mon
     ],
 )
 def test_missing_dataset_or_model_fails_before_loading(run, error, message, monkeypatch):
-    import melrl.training.train as train_module
+    import melrl.cli.train as train_module
 
     monkeypatch.setattr(train_module, "load_model_and_tokenizer", fail_if_model_loads)
     config = MELConfig(**CPU, per_device_train_batch_size=4, num_generations=4)
@@ -168,7 +176,7 @@ def test_the_longest_problem_must_fit_vllms_context(tiny_model_dir):
     from transformers import AutoTokenizer
 
     from melrl.data import Record
-    from melrl.training.train import check_vllm_prompt_budgets
+    from melrl.cli.train import check_vllm_prompt_budgets
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     records = [Record("short", "t", "What is 1 + 1?", "2"), Record("long", "t", "Add these: " + "7 + " * 300 + "7.", "2107")]

@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,10 @@ from melrl.jsonl import read_jsonl
 from melrl.report import build_report, filter_experiences, load_run, verdict
 from melrl.report.page import cap
 from melrl.cli.report import add_report_parsers, format_table, run_experiences, run_report
+from tests.helpers import CHROMIUM, chromium
 
 INJECTION = "<script>alert(1)</script>"
 FIGURES = ("reward", "validation", "retention", "counters", "time")
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 
 def _has_tensorboard() -> bool:
@@ -264,15 +263,6 @@ def test_report_to_tensorboard_writes_events(runs):
 
 
 # ------------------------------------------------------------------------------------------------ browser
-
-
-def chromium(url: str, user_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", f"--user-data-dir={user_dir}", *extra, url],
-        capture_output=True, text=True, timeout=90,
-    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian: apt-get install -y chromium)")

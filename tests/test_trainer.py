@@ -10,10 +10,10 @@ from trl import GRPOTrainer
 import melrl.training.trainer as trainer_module
 from melrl.method.algorithms import sequence_mean_nll, token_log_probs
 from melrl.training.config import MELConfig
-from melrl.method.experience import Pair
+from melrl.method.pairs import Pair
 from melrl.method.meta_phase import MetaExperienceJob
 from melrl.models import load_model_and_tokenizer
-from melrl.training.trainer import COMPLETION_KEY, REWARDS_KEY, MELTrainer
+from melrl.training.trainer import MELTrainer
 
 
 def make_config(tmp_path, **overrides):
@@ -241,26 +241,24 @@ def fake_judge(job, *, leak_check):
     job.leaks = ["7"] if job.parsed and job.pair.correct % 3 == 0 else []
 
 
-def test_each_rollout_row_carries_its_rewards_and_completion(tiny_model_dir, tmp_path, monkeypatch):
-    trainer = make_trainer(tiny_model_dir, tmp_path, max_steps=1, meta_experience=False)
+def test_each_rollout_gets_its_own_rewards_and_completion(tiny_model_dir, tmp_path, monkeypatch):
+    trainer = make_trainer(tiny_model_dir, tmp_path, max_steps=1)
     handed = []
     monkeypatch.setattr(trainer, "_meta_experience_phase", lambda rollouts: handed.append(rollouts) or [])
-    trainer.args.meta_experience = True
     seen_rows = []
     original = MELTrainer._gather_rollouts
 
-    def gather(self, inputs):
+    def gather(self, inputs, rewards, completion_ids):
         seen_rows.extend(inputs)
-        return original(self, inputs)
+        return original(self, inputs, rewards, completion_ids)
 
     monkeypatch.setattr(MELTrainer, "_gather_rollouts", gather)
     trainer.train()
     (rollouts,) = handed
     assert len(rollouts.completion_ids) == len(seen_rows) == 8
-    for row, ids, correct in zip(seen_rows, rollouts.completion_ids, rollouts.correct):
-        assert row[COMPLETION_KEY] == ids
+    for ids, reward, correct in zip(rollouts.completion_ids, rollouts.rewards.tolist(), rollouts.correct):
         text = trainer.processing_class.decode(ids, skip_special_tokens=True)
-        assert row[REWARDS_KEY] == [float(len(text) % 2)] and correct == bool(len(text) % 2)  # parity_accuracy
+        assert reward == [float(len(text) % 2)] and correct == bool(len(text) % 2)  # parity_accuracy
     assert rollouts.problems == [row["problem"] for row in seen_rows]
 
 
@@ -346,7 +344,7 @@ def test_every_phase_runs_on_trls_continuous_batching(tiny_model_dir, tmp_path, 
 
 
 def test_validation_lines_follow_their_step_in_metrics(tiny_model_dir, tmp_path):
-    from melrl.training.train import add_validation
+    from melrl.cli.train import add_validation
 
     trainer = make_trainer(tiny_model_dir, tmp_path, validation_benchmarks=["arith"], validation_steps=1,
                            validation_limit=2, validation_max_new_tokens=4, prompt_template="short")
@@ -370,9 +368,6 @@ def test_reinforce_pp_puts_the_kl_in_the_token_rewards_and_not_in_the_loss(tiny_
     with torch.no_grad():  # move the policy away from the reference, so that the KL is not 0
         for param in trainer.model.parameters():
             param.add_(0.05 * torch.randn_like(param))
-    seen = []
-    original = trainer._gather_rollouts
-    trainer._gather_rollouts = lambda rows: seen.append(original(rows)) or seen[-1]
     rows = [dict(trainer.train_dataset[i // 4]) for i in range(8)]  # 2 prompts x G = 4
     output = trainer._generate_and_score_completions(rows)
     mask = output["completion_mask"]
@@ -386,7 +381,7 @@ def test_reinforce_pp_puts_the_kl_in_the_token_rewards_and_not_in_the_loss(tiny_
                                                                      width)
     token_kl = kl_penalty(policy, reference) * mask
     assert token_kl[mask.bool()].abs().min() > 0
-    rewards = trainer._total_rewards(seen[0].rewards)
+    rewards = trainer._total_rewards(trainer._scored[0])
     expected = compute_advantages(rewards, 4, algorithm, response_mask=mask, token_kl=token_kl, kl_coef=0.5)
     torch.testing.assert_close(output["advantages"], expected, rtol=1e-4, atol=1e-5)
     without_kl = compute_advantages(rewards, 4, algorithm, response_mask=mask)
@@ -399,3 +394,21 @@ def test_reinforce_pp_puts_the_kl_in_the_token_rewards_and_not_in_the_loss(tiny_
     assert torch.equal(trainer._compute_loss(trainer.model, shifted), loss)  # TRL's KL term is off
     trainer.beta = 0.0
     assert torch.equal(GRPOTrainer._compute_loss(trainer, trainer.model, output), loss)
+
+
+def test_nll_counts_whole_per_optimizer_step_when_a_generation_spans_several(tiny_model_dir, tmp_path):
+    # steps_per_generation = 2 x gradient accumulation: a generation batch's NLL rows are spread over two optimizer
+    # steps, so each micro-step's share counts twice, as TRL rescales its own `dapo` normaliser: mel_coef stays
+    # the NLL's weight per optimizer step
+    trainer = make_trainer(tiny_model_dir, tmp_path, gradient_accumulation_steps=1, steps_per_generation=2,
+                           per_device_train_batch_size=4)
+    trainer.model.train()
+    kept = [job([5, 6, 7], [8, 9, 2]), job([10], [11, 12, 13, 14, 2])]
+    trainer._assign_nll(kept)
+    batch = trainer._nll_batches[0]  # the first of the two, weight 1/2
+    trainer.current_gradient_accumulation_steps = 1
+    spanning = trainer._mel_loss(trainer.model, batch)
+    trainer.current_gradient_accumulation_steps = 2  # one optimizer step per generation batch
+    whole = trainer._mel_loss(trainer.model, batch)
+    torch.testing.assert_close(spanning, 2 * whole)
+    assert whole.item() == pytest.approx(0.5 * mean_nll_by_hand(trainer.model, kept[:1]), rel=1e-4)

@@ -1,84 +1,145 @@
-"""Every private TRL / transformers method and attribute `MELTrainer` relies on, in one place.
+"""What `MELTrainer` relies on in TRL and transformers, pinned by behaviour.
 
-`MELTrainer` overrides or calls these; a TRL or transformers release that renames one, changes its signature or
-stops setting an attribute fails here, by name, before any training test does.
+`MELTrainer` overrides `_calculate_rewards`, `_generate_and_score_completions`, `_compute_loss` and `training_step`,
+calls `_generate_single_turn`, `_tokenize_prompts` and `_get_per_token_logps_and_entropies`, reads `_step`,
+`_buffered_inputs`' order and the output keys of a generation batch, and sets the vLLM engine's budget and regex
+for one call. A TRL release that changes any of these fails here, by name, before a training test does.
 """
 
 import inspect
+from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import Trainer, TrainerCallback
+from accelerate import PartialState
 from trl import GRPOTrainer
 from trl.generation.vllm_generation import VLLMGeneration
 
+from melrl.training.generation import generation_budget, structured_outputs
 from melrl.training.trainer import MELTrainer
+from tests.test_trainer import make_trainer
 
-# name -> the parameters (after self) MELTrainer overrides it with or calls it with
-METHODS = {
-    "_calculate_rewards": ["inputs", "prompts", "completions", "completion_ids_list"],  # overridden
-    "_generate_and_score_completions": ["inputs"],  # overridden
-    "_compute_loss": ["model", "inputs"],  # overridden
-    "_generate_single_turn": ["prompt_ids", "images", "multimodal_fields", "num_generations",
-                              "has_tool_images"],  # called with 4 positional arguments
-    "_tokenize_prompts": ["prompts"],  # called; returns (prompt_ids, images, multimodal_fields)
-    "_get_per_token_logps_and_entropies": [  # called (model, input_ids, attention_mask, logits_to_keep, batch_size=)
-        "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy", "compute_aux_loss",
-        "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
-        "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids"],
-    "training_step": ["model", "inputs", "num_items_in_batch"],  # overridden
-}
-
-# attributes of a built GRPOTrainer (transformers generation) that MELTrainer reads or sets; with vLLM, TRL sets
-# neither `generation_config` nor `generation_kwargs` (tests/test_vllm_standin.py builds that trainer)
-ATTRIBUTES = ["num_generations", "reward_func_names", "reward_weights", "eos_token_ids", "use_vllm",
-              "generation_config", "generation_kwargs", "temperature", "_metrics", "_step", "_tokenizer", "beta",
-              "ref_model",
-              # read by the guided analyses' own generate call (melrl.training.generation._guided_generate)
-              "model_wrapped", "pad_to_multiple_of", "_dist",
-              # read by the analyses' and replays' own continuous batching (generation._continuous_batching_generate)
-              "use_transformers_continuous_batching", "continuous_batching_config"]
+OVERRIDDEN = ["_calculate_rewards", "_generate_and_score_completions", "_compute_loss", "training_step"]
+CALLED = ["_generate_single_turn", "_tokenize_prompts", "_get_per_token_logps_and_entropies"]
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_trl_methods_keep_their_signatures(name):
-    parameters = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
-    assert parameters[0] == "self" and parameters[1:] == METHODS[name], f"GRPOTrainer.{name}{parameters}"
+@pytest.mark.parametrize("name", OVERRIDDEN)
+def test_mel_overrides_take_what_trl_passes(name):
+    # TRL calls these; an override must accept every parameter the parent takes, by the same names and kinds
+    theirs, mine = (inspect.signature(getattr(cls, name)).parameters for cls in (GRPOTrainer, MELTrainer))
+    assert [(p.name, p.kind) for p in mine.values()] == [(p.name, p.kind) for p in theirs.values()], name
 
 
-def test_mel_overrides_take_the_same_arguments():
-    for name in ("_calculate_rewards", "_generate_and_score_completions", "_compute_loss", "training_step"):
-        mine = list(inspect.signature(getattr(MELTrainer, name)).parameters)
-        assert mine == ["self", *METHODS[name]], name
+def record_calls(trainer, monkeypatch, names):
+    """Record every call of the named GRPOTrainer methods on `trainer` (then run them as they are)."""
+    calls = []
+    for name in names:
+        original = getattr(trainer, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls.append((_name, args, kwargs))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(trainer, name, spy)
+    return calls
 
 
-def test_vllm_generation_has_a_completion_budget():
-    # `melrl.training.generation.generation_budget` sets it around the analysis and replay calls on the vLLM path
-    assert "max_completion_length" in inspect.signature(VLLMGeneration.__init__).parameters
-    assert "self.max_completion_length = max_completion_length" in inspect.getsource(VLLMGeneration.__init__)
-    # the user's generation_kwargs go into the sampling parameters after the budget (colocate) or beside it (server)
-    assert "self.generation_kwargs = generation_kwargs or {}" in inspect.getsource(VLLMGeneration.__init__)
-    generate = inspect.getsource(VLLMGeneration.generate)
-    assert "generation_kwargs.update(self.generation_kwargs)" in generate
-    assert '"generation_kwargs": self.generation_kwargs' in generate
+def test_mels_calls_bind_to_trls_signatures(tiny_model_dir, tmp_path, monkeypatch):
+    trainer = make_trainer(tiny_model_dir, tmp_path, algorithm="reinforce_pp", beta=0.1, max_pairs_per_prompt=1)
+    trainer.model.train()
+    calls = record_calls(trainer, monkeypatch, CALLED)
+    rows = [dict(trainer.train_dataset[i // 4]) for i in range(8)]
+    output = trainer._generate_and_score_completions(rows)  # rollouts (TRL), then analyses and replays (MEL)
+    trainer._sampling_log_probs({k: v for k, v in output.items() if k != "old_per_token_logps"})
+    assert {name for name, _, _ in calls} == set(CALLED)
+    for name, args, kwargs in calls:
+        inspect.signature(getattr(GRPOTrainer, name)).bind(trainer, *args, **kwargs)  # TypeError: TRL changed it
 
 
-def test_vllm_generation_reads_its_structured_outputs_regex_at_each_call():
-    # `melrl.training.generation.structured_outputs` sets it around the guided analysis call on the vLLM path
-    assert "structured_outputs_regex" in inspect.signature(VLLMGeneration.__init__).parameters
-    assert "self.structured_outputs_regex = structured_outputs_regex" in inspect.getsource(VLLMGeneration.__init__)
-    generate = inspect.getsource(VLLMGeneration.generate)
-    assert '"structured_outputs_regex": self.structured_outputs_regex' in generate  # server mode
-    assert "StructuredOutputsParams(regex=self.structured_outputs_regex)" in generate  # colocate mode
+def vllm_server_stand_in(max_completion_length=64):
+    """TRL's own `VLLMGeneration` in server mode, one process, with a client that records what it is asked."""
+    engine = object.__new__(VLLMGeneration)  # its __init__ would connect to a server
+    requests = []
+
+    def generate(prompts, features=None, **sampling):
+        requests.append(sampling)
+        return {"prompt_ids": prompts, "completion_ids": [[7, 8]] * len(prompts) * sampling["n"],
+                "logprobs": None}
+
+    engine.__dict__.update(
+        accelerator=SimpleNamespace(is_main_process=True, process_index=0, num_processes=1), mode="server",
+        enable_sleep_mode=False, temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
+        max_completion_length=max_completion_length, logprobs=0, structured_outputs_regex=None,
+        generation_kwargs={}, vllm_client=SimpleNamespace(generate=generate))
+    return engine, requests
 
 
-def test_guided_generation_uses_trls_generation_contexts():
-    # `_guided_generate` generates as `_generate_single_turn`'s transformers branch does; these are its contexts
-    source = inspect.getsource(GRPOTrainer._generate_single_turn)
-    for needle in ("unwrap_model_for_generation(", "gather_deepspeed3_params=self.args.ds3_gather_for_generation",
-                   "generation_kwargs=self.generation_kwargs", "self._dist.summon_full_params(self.model_wrapped",
-                   'padding_side="left"', "generation_config=self.generation_config"):
-        assert needle in source, needle
+def test_the_vllm_engine_receives_the_budget_and_regex_of_one_call():
+    PartialState()  # accelerate's collectives (one process here) need a state
+    engine, requests = vllm_server_stand_in(max_completion_length=64)
+    trainer = SimpleNamespace(use_vllm=True, vllm_generation=engine, generation_config=None, generation_kwargs={})
+    with generation_budget(trainer, 5), structured_outputs(trainer, "(a|b)+"):
+        engine.generate([[1, 2, 3]], None, 1)
+    engine.generate([[1, 2, 3]], None, 1)
+    assert (requests[0]["max_tokens"], requests[0]["structured_outputs_regex"]) == (5, "(a|b)+")
+    assert (requests[1]["max_tokens"], requests[1]["structured_outputs_regex"]) == (64, None)  # restored
+
+
+def test_micro_steps_read_the_buffered_generation_batch_in_order(tiny_model_dir, tmp_path, monkeypatch):
+    # The NLL of micro-step `_step % steps_per_generation` is trained beside TRL's slice of the same index: TRL must
+    # hand `_compute_loss` its buffered slices in that order, count micro-steps in `_step` and generate once per
+    # `steps_per_generation` micro-steps.
+    trainer = make_trainer(tiny_model_dir, tmp_path, meta_experience=False, gradient_accumulation_steps=2,
+                           steps_per_generation=2, per_device_train_batch_size=4, max_steps=2)
+    seen, generated_at = [], []
+    original_loss, original_generate = trainer._compute_loss, trainer._generate_and_score_completions
+
+    def compute_loss(model, inputs):
+        slot = trainer._step % trainer.args.steps_per_generation
+        seen.append((trainer._step, inputs is trainer._buffered_inputs[slot], trainer.current_gradient_accumulation_steps))
+        return original_loss(model, inputs)
+
+    def generate(inputs):
+        generated_at.append(trainer._step)
+        return original_generate(inputs)
+
+    monkeypatch.setattr(trainer, "_compute_loss", compute_loss)
+    monkeypatch.setattr(trainer, "_generate_and_score_completions", generate)
+    trainer.train()
+    assert seen == [(0, True, 2), (1, True, 2), (2, True, 2), (3, True, 2)]
+    assert generated_at == [0, 2]
+
+
+def test_grpo_output_has_the_keys_mel_reads(tiny_model_dir, tmp_path):
+    # steps_per_generation > gradient accumulation makes TRL keep the sampling policy's log-probabilities
+    trainer = make_trainer(tiny_model_dir, tmp_path, meta_experience=False, beta=0.1, gradient_accumulation_steps=1,
+                           steps_per_generation=2, per_device_train_batch_size=4)
+    trainer.model.train()
+    rows = [dict(trainer.train_dataset[i // 4]) for i in range(8)]  # 2 prompts x G = 4
+    output = trainer._generate_and_score_completions(rows)
+    mask = output["completion_mask"]
+    assert output["advantages"].shape == (8,)
+    for key in ("old_per_token_logps", "ref_per_token_logps", "completion_ids"):
+        assert output[key].shape == mask.shape, key
+    for key in ("prompt_ids", "prompt_mask"):
+        assert output[key].size(0) == 8, key
+
+
+def test_rewards_reach_the_loop_when_trl_copies_the_rows(tiny_model_dir, tmp_path, monkeypatch):
+    trainer = make_trainer(tiny_model_dir, tmp_path)
+    trainer.model.train()
+    handed = []
+    monkeypatch.setattr(trainer, "_meta_experience_phase", lambda rollouts: handed.append(rollouts) or [])
+    score = trainer._calculate_rewards
+    monkeypatch.setattr(trainer, "_calculate_rewards",
+                        lambda inputs, *args: score([dict(row) for row in inputs], *args))  # a TRL that copies
+    rows = [dict(trainer.train_dataset[i // 4]) for i in range(8)]
+    trainer._generate_and_score_completions(rows)
+    (rollouts,) = handed
+    for ids, reward in zip(rollouts.completion_ids, rollouts.rewards.tolist(), strict=True):
+        text = trainer.processing_class.decode(ids, skip_special_tokens=True)
+        assert reward == [float(len(text) % 2)]  # parity_accuracy of this very completion
+    assert rollouts.problems == [row["problem"] for row in rows]
 
 
 def test_continuous_batching_api_pairs_requests_by_id():
@@ -87,10 +148,6 @@ def test_continuous_batching_api_pairs_requests_by_id():
     from transformers.generation.continuous_batching import ContinuousBatchingManager, ContinuousMixin
     from transformers.generation.continuous_batching.requests import GenerationOutput
 
-    source = inspect.getsource(GRPOTrainer._generate_single_turn)
-    for needle in ("generate_batch(", "continuous_batching_config=self.continuous_batching_config",
-                   "gather_deepspeed3_params=self.args.ds3_gather_for_generation"):
-        assert needle in source, needle
     context = inspect.signature(ContinuousMixin.continuous_batching_context_manager).parameters
     assert {"generation_config", "block", "timeout", "continuous_batching_config", "workload_hints"} <= set(context)
     assert "request_id" in inspect.signature(ContinuousBatchingManager.add_request).parameters
@@ -105,40 +162,14 @@ def test_grpo_loss_is_scaled_for_gradient_accumulation():
     assert GRPOTrainer.loss_is_scaled_for_ga is True
 
 
-def test_the_training_loop_sets_the_accumulation_window():
-    # `training_step` reads it to know when an accumulation window (an optimizer step) ends
-    assert "self.current_gradient_accumulation_steps =" in inspect.getsource(Trainer)
-
-
-def test_callbacks_used_by_the_run_files_exist():
-    for event in ("on_step_begin", "on_step_end", "on_save"):
-        assert callable(getattr(TrainerCallback, event))
-    assert callable(Trainer.add_callback)
-
-
 def test_a_built_trainer_has_what_mel_reads(tiny_model_dir, tmp_path):
-    from tests.test_trainer import make_trainer
-
     trainer = make_trainer(tiny_model_dir, tmp_path)
-    missing = [name for name in ATTRIBUTES if not hasattr(trainer, name)]
-    assert not missing, f"GRPOTrainer no longer sets {missing}"
+    for name in ("num_generations", "reward_func_names", "reward_weights", "eos_token_ids", "use_vllm",
+                 "generation_config", "generation_kwargs", "temperature", "beta", "ref_model", "model_wrapped",
+                 "pad_to_multiple_of", "_dist", "_tokenizer", "use_transformers_continuous_batching",
+                 "continuous_batching_config"):
+        assert hasattr(trainer, name), f"GRPOTrainer no longer sets {name}"
     assert isinstance(trainer._metrics["train"]["any"], list)  # a defaultdict(list) per mode
-    prompt_ids, images, fields = trainer._tokenize_prompts(["What is 1 + 1?"])
-    assert isinstance(prompt_ids[0][0], int) and images is None and fields == {}
-    completions, _ = trainer._generate_single_turn(prompt_ids, None, {}, 1)
-    assert len(completions) == 1 and all(isinstance(t, int) for t in completions[0])
-
-
-def test_grpo_output_and_fused_head_give_what_mel_reads(tiny_model_dir, tmp_path):
-    from tests.test_trainer import make_trainer
-
-    trainer = make_trainer(tiny_model_dir, tmp_path)
-    trainer.model.train()
-    rows = [dict(trainer.train_dataset[i // 4]) for i in range(8)]  # 2 prompts x G = 4
-    output = trainer._generate_and_score_completions(rows)
-    for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages"):
-        assert key in output, key
-    assert output["advantages"].shape == (8,)
     ids = torch.tensor([[5, 6, 7, 8]])
     labels = torch.tensor([[-100, -100, 7, 8]])
     fused = trainer.model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, fused_lm_head=True)
@@ -149,7 +180,7 @@ def test_grpo_output_and_fused_head_give_what_mel_reads(tiny_model_dir, tmp_path
 def test_grpo_loss_takes_per_token_advantages(tiny_model_dir, tmp_path, level):
     # reinforce_pp* hand TRL (B, T) advantages: TRL unsqueezes (B,) only, so row-constant (B, T) advantages give the
     # loss of their (B,) rows
-    from tests.test_trainer import loss_inputs, make_trainer
+    from tests.test_trainer import loss_inputs
 
     trainer = make_trainer(tiny_model_dir, tmp_path, importance_sampling_level=level, loss_type="grpo")
     inputs = loss_inputs(trainer)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,15 @@ TIMEOUT = 2.0
 @pytest.fixture(scope="module")
 def pool():
     with VerifierPool(workers=2, timeout=TIMEOUT) as p:
+        p.warmup()
+        yield p
+
+
+@pytest.fixture
+def faulty_pool():
+    """Workers that can be told to exit, crash or hang (tests/verifier_faults.py); they verify as the shipped ones."""
+    target = (str(Path(__file__).with_name("verifier_faults.py")), "worker_main")
+    with VerifierPool(workers=2, timeout=TIMEOUT, worker_target=target) as p:
         p.warmup()
         yield p
 
@@ -376,7 +387,8 @@ def test_pathological_batch(pool, tmp_path):
     assert not marker.exists()
 
 
-def test_hung_worker_is_killed_and_replaced(pool):
+def test_hung_worker_is_killed_and_replaced(faulty_pool):
+    pool = faulty_pool
     before = pool.stats.as_dict()
     start = time.monotonic()
     assert pool._run([{"op": "_hang"}], 1.0) == [False]
@@ -388,15 +400,25 @@ def test_hung_worker_is_killed_and_replaced(pool):
     assert pool.verify_batch(["\\boxed{\\frac{1}{2}}"], ["0.5"]) == [True]
 
 
-def test_crashed_workers_are_replaced(pool):
-    pool.warmup()
+def test_crashed_workers_are_replaced(faulty_pool):
+    pool = faulty_pool
     before = pool.stats.as_dict()
     assert pool._run([{"op": "_exit"}, {"op": "_segfault"}], TIMEOUT) == [False, False]
     after = pool.stats.as_dict()
     assert after["crashes"] == before["crashes"] + 2
     assert after["restarts"] == before["restarts"] + 2
     assert len(pool._workers) == 2 and all(w.proc.poll() is None for w in pool._workers)
-    assert pool.verify_batch(["\\boxed{(x+1)^2}"], ["x^2+2x+1"]) == [True]
+    # the replacements verify (a fresh worker's first symbolic check can take seconds on a loaded machine)
+    assert pool.verify_batch(["\\boxed{(x+1)^2}"], ["x^2+2x+1"], timeout=30) == [True]
+
+
+def test_the_shipped_worker_cannot_be_told_to_crash(pool):
+    # the shipped worker ignores an op it does not know: no exit (no crash counted), only a request that times out
+    before = pool.stats.as_dict()
+    assert pool._run([{"op": "_exit"}, {"op": "_segfault"}], 0.5) == [False, False]
+    after = pool.stats.as_dict()
+    assert after["crashes"] == before["crashes"] and after["timeouts"] == before["timeouts"] + 2
+    assert pool.verify_batch(["\\boxed{2}"], ["2"]) == [True]
 
 
 def test_model_output_is_never_executed(pool, tmp_path):

@@ -26,7 +26,7 @@ import torch
 
 import melrl.training.trainer as trainer_module
 from melrl.models import load_model_and_tokenizer
-from melrl.training.train import name_vllm_stop_tokens
+from melrl.cli.train import name_vllm_stop_tokens
 from melrl.training.trainer import MELTrainer
 from tests.test_trainer import make_config, make_dataset, parity_accuracy
 

@@ -87,7 +87,7 @@ def run_eval(args: argparse.Namespace) -> int:
     check_eval_inputs(args)
     from melrl.evaluation import evaluate
     from melrl.evaluation.bank import DEFAULT_RETRIEVE, ExperienceBank, ExperienceBankError
-    from melrl.evaluation.report import results_markdown
+    from melrl.evaluation.tables import results_markdown
 
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, args.experiences,
                                                                                   args.retrieve)
@@ -131,7 +131,7 @@ def check_eval_inputs(args: argparse.Namespace) -> None:
 
 
 def _run_compare(dirs: list[str], output_dir: str | None) -> int:
-    from melrl.evaluation.report import compare
+    from melrl.evaluation.tables import compare
 
     table = compare(dirs)
     print(table)

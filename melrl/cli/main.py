@@ -41,7 +41,8 @@ def parse_train_args(argv: list[str]):
     """YAML (`--config FILE`) plus `--key value` overrides, in TRL's style; unknown keys are errors."""
     from trl import TrlParser
 
-    from melrl.training.config import MELConfig, RunArguments
+    from melrl.cli.train import RunArguments
+    from melrl.training.config import MELConfig
 
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
         check_config_keys(Path(argv[argv.index("--config") + 1]), (RunArguments, MELConfig))
@@ -112,7 +113,7 @@ def split_resume(argv: list[str]) -> tuple[list[str], str | None]:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from melrl.training.train import run_training
+    from melrl.cli.train import run_training
 
     argv, resume = split_resume(argv)
     run, config = parse_train_args(argv)
@@ -126,7 +127,7 @@ def cmd_train(argv: list[str]) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from melrl.report.summary import print_run_summary
-    from melrl.training.train import run_training
+    from melrl.cli.train import run_training
 
     argv = ["--config", str(preset_path("demo.yaml"))]
     if args.steps is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def add_report_parsers(subparsers) -> None:
     """Register the `report` and `experiences` subcommands on `melrl`'s subparsers."""
-    from melrl.report.runs import VERDICTS
+    from melrl.report.run_data import VERDICTS
 
     report = subparsers.add_parser(
         "report", help="an HTML page of one or more runs: curves, counters, timings, evaluation, meta-experiences",
@@ -85,7 +85,7 @@ def _shorten(text: str, width: int) -> str:
 
 
 def format_table(records: list[dict], width: int | None = None) -> str:
-    from melrl.report.runs import first_heuristic, verdict
+    from melrl.report.run_data import first_heuristic, verdict
 
     width = width or shutil.get_terminal_size((120, 24)).columns
     ids = [_clean(r.get("problem_id", "")) for r in records]
@@ -108,7 +108,7 @@ def format_table(records: list[dict], width: int | None = None) -> str:
 
 def run_experiences(args: argparse.Namespace) -> int:
     from melrl.jsonl import read_jsonl
-    from melrl.report.runs import EXPERIENCES_FILE, filter_experiences, verdict
+    from melrl.report.run_data import EXPERIENCES_FILE, filter_experiences, verdict
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

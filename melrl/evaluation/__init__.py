@@ -9,7 +9,7 @@ on first use.
 from importlib import import_module
 
 from melrl.evaluation.metrics import average_metrics, benchmark_metrics, pass_at_k
-from melrl.evaluation.report import compare, markdown_table
+from melrl.evaluation.tables import compare, markdown_table
 
 _LAZY = {
     "evaluate": "melrl.evaluation.runner",

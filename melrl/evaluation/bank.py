@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from melrl.method.prompts import replay_text, solve_text
-from melrl.training.runs import EXPERIENCES_FILE
+from melrl.training.resume import EXPERIENCES_FILE
 
 DEFAULT_RETRIEVE = 3
 BM25_PARAMS = {"k1": 1.5, "b": 0.75, "method": "lucene"}  # bm25s.BM25's defaults, written out

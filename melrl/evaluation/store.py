@@ -11,13 +11,17 @@ from pathlib import Path
 
 from melrl.jsonl import JsonlWriter, read_jsonl
 from melrl.evaluation.bank import bank_identity, bank_summary
-from melrl.evaluation.report import RESULTS_FILE, results_markdown
+from melrl.evaluation.tables import RESULTS_FILE, results_markdown
 
 CONFIG_FILE = "config.json"
 SAMPLES_FILE = "samples.jsonl"
 MARKDOWN_FILE = "results.md"
 # Settings that change the samples: resuming with other values would mix two evaluations.
-FINGERPRINT_KEYS = ("model", "template", "k", "temperature", "greedy", "max_new_tokens", "seed", "experiences")
+FINGERPRINT_KEYS = ("model", "template", "k", "temperature", "greedy", "max_new_tokens", "seed", "experiences",
+                    "backend")
+# Keys added to the fingerprint later: a directory written before one was added resumes whatever its value now.
+# The back end decides how samples are seeded (per sample with transformers, once per engine with vLLM).
+LATER_KEYS = ("backend",)
 BANK_KEY = "experiences"  # the experience bank and K (None: no bank); compared by content hash, not by path
 ANSWER_FORMATS_KEY = "answer_formats"  # benchmark -> extraction mode; the verdicts stored depend on it
 
@@ -43,7 +47,7 @@ class EvalDir:
         if path.exists():
             old = json.loads(path.read_text(encoding="utf-8"))
             diff = [f"{key}: {old.get(key)!r} there, {value!r} now" for key, value in fingerprint.items()
-                    if key != BANK_KEY and old.get(key) != value]
+                    if key != BANK_KEY and (key in old or key not in LATER_KEYS) and old.get(key) != value]
             if bank_identity(old.get(BANK_KEY)) != bank_identity(fingerprint[BANK_KEY]):
                 diff.append(f"experience bank: {bank_summary(old.get(BANK_KEY))} there, "
                             f"{bank_summary(fingerprint[BANK_KEY])} now")

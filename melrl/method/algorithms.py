@@ -118,8 +118,8 @@ def compute_advantages(
 
     Returns:
         (B, T) per-token advantages (0 outside the mask) when `response_mask` is given, else (B,) — in the order of
-        `rewards`. Standard deviations are unbiased (Bessel), as TRL's and verl's. Whitening a batch with fewer than
-        two valid tokens gives zeros (verl raises).
+            `rewards`. Standard deviations are unbiased (Bessel), as TRL's and verl's. Whitening a batch with fewer
+            than two valid tokens gives zeros (verl raises).
     """
     if rewards.dim() != 1:
         raise ValueError(f"rewards must have shape (B,), got {tuple(rewards.shape)}")

@@ -10,7 +10,7 @@ Which analyses are replayed (`is_replay_candidate`, setting `experience_filter`)
   how it ends. Only an empty analysis (no text to validate or internalize) is never replayed.
 - `format` (ours): today's gate in front of replay as well: only an analysis that was not truncated and whose
   sections parse is replayed.
-- `leak_check` (ours, beyond the paper; default on) rejects an analysis whose heuristics or reflective summary
+- `leak_check` (ours, beyond the paper; off by default) rejects an analysis whose heuristics or reflective summary
   quote the gold answer or the problem's distinctive numbers, under either filter. An analysis without those
   sections is checked whole, for the gold answer only (its diagnosis may name the problem's numbers).
 """
@@ -21,7 +21,9 @@ import logging
 from dataclasses import dataclass, field
 
 from melrl.verify.answers import extract_answer
-from melrl.method.experience import MetaExperienceFormatError, Pair, find_leaks, leak_scope, parse_meta_experience
+from melrl.method.leaks import find_leaks
+from melrl.method.pairs import Pair
+from melrl.method.parsing import MetaExperienceFormatError, leak_scope, parse_meta_experience
 from melrl.method.prompts import TRUNCATION_MARKER, analysis_text, render, replay_text, truncate_middle
 
 EXPERIENCE_FILTERS = ("replay", "format")
@@ -143,7 +145,7 @@ def build_jobs(
     return jobs
 
 
-def judge_analysis(job: MetaExperienceJob, *, leak_check: bool = True) -> None:
+def judge_analysis(job: MetaExperienceJob, *, leak_check: bool) -> None:
     """Record what can be seen of an analysis, whatever the filter: its parts (`parsed`, `parts`, or
     `parse_error`; a truncated analysis is parsed too) and, with `leak_check`, its leaks. Whether it goes to replay
     is `is_replay_candidate`'s decision."""

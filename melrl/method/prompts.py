@@ -98,7 +98,7 @@ Now, please fully internalize this information as your own experience, then inde
 • You must perform full, in-depth reasoning internally and arrive at the final answer while making full use of the information above. Answer the following question: {question}"""
 
 # The headings of the paper's output format, as the policy is asked to write them
-# (`melrl.method.experience.parse_meta_experience` maps them onto the parts of M).
+# (`melrl.method.parsing.parse_meta_experience` maps them onto the parts of M).
 PAPER_SECTION_FAILURE = "Failure Resolution Path & Error Pattern Recognition"
 PAPER_SECTION_SUCCESS = "Analysis of Success Factors"
 PAPER_SECTION_SUMMARY = "First-Person Reflective Summary"

@@ -5,7 +5,7 @@ from melrl.report import build_report
 build_report(["runs/grpo", "runs/mel"], "report.html")   # also writes report_files/*.png
 ```
 
-`runs` reads run directories (no heavy imports), `figures` draws with matplotlib (Agg), `page` writes the HTML.
+`run_data` reads run directories (no heavy imports), `figures` draws with matplotlib (Agg), `page` writes the HTML.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from melrl.report.runs import (
+from melrl.report.run_data import (
     COUNTERS,
     VERDICTS,
     EvalResult,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from melrl.report.runs import COUNTERS, PHASES, Run
+from melrl.report.run_data import COUNTERS, PHASES, Run
 
 DPI = 110
 MANY_STEPS = 60  # beyond this, bars per step become lines / areas

@@ -14,7 +14,7 @@ import re
 from datetime import datetime, timezone
 
 from melrl.report.figures import Figure
-from melrl.report.runs import ALL_COUNTERS, PHASES, VERDICT_HELP, VERDICTS, Run, first_heuristic, verdict
+from melrl.report.run_data import ALL_COUNTERS, PHASES, VERDICT_HELP, VERDICTS, Run, first_heuristic, verdict
 
 PART_TITLES = (
     ("failure_point", "Failure point (bifurcation)"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from melrl.method.experience import retention_ratio
+from melrl.method.retention import retention_ratio
 from melrl.jsonl import read_jsonl
 
 COUNTERS = ("pairs", "constructed", "parsed", "leaked", "kept")

@@ -1,9 +1,10 @@
-"""Reward functions for TRL's GRPOTrainer."""
+"""Reward functions for TRL's GRPOTrainer, and where MEL's verdicts come from."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from melrl.method.prompts import ANSWER_FORMAT
 from melrl.verify.verifier import default_pool
 
 
@@ -42,6 +43,28 @@ class AccuracyReward:
 def make_accuracy_reward(answer_format: str = "auto", timeout: float | None = None) -> AccuracyReward:
     """An `AccuracyReward` (named "accuracy") for ``GRPOTrainer(reward_funcs=[...])``."""
     return AccuracyReward(answer_format=answer_format, timeout=timeout)
+
+
+def verdict_sources(args, reward_funcs, trainer_kwargs: dict):
+    """The reward functions of a `MELTrainer`: the user's, or, where the loop (or `rft`) needs verdicts and the user
+    gave no reward source (no reward function, `environment_factory` or `rollout_func`), the accuracy reward of
+    `args.prompt_template`. Fails, naming them, when the training dataset lacks the columns the loop or the default
+    reward reads."""
+    default = reward_funcs is None and (args.meta_experience or args.algorithm == "rft") and not (
+        trainer_kwargs.get("environment_factory") or trainer_kwargs.get("rollout_func"))
+    needed = ({"problem", "answer"} if args.meta_experience else set()) | ({"answer"} if default else set())
+    dataset = trainer_kwargs.get("train_dataset")
+    if needed and dataset is None:
+        raise ValueError(f"the meta-experience loop needs a train_dataset with the column(s) {sorted(needed)}; "
+                         "set meta_experience: false to train without it")
+    missing = needed - set(getattr(dataset, "column_names", None) or needed)  # a stream may not know its columns
+    if missing:
+        raise ValueError(
+            f"the training dataset lacks the column(s) {sorted(missing)}: the meta-experience loop needs the problem "
+            "text and the gold answer beside the prompt (melrl.cli.train.build_train_dataset makes them), and "
+            "the default accuracy reward the gold answer; set meta_experience: false to train on prompts alone")
+    return [make_accuracy_reward(ANSWER_FORMAT[args.prompt_template], args.verifier_timeout)] if default \
+        else reward_funcs
 
 
 def _completion_text(completion: Any) -> str:

@@ -3,7 +3,7 @@
 - `metrics.jsonl`: one line per optimizer step (counters, token counts, phase times, the NLL);
 - `experiences.jsonl`: one line per meta-experience constructed;
 - `melrl_complete.json` in each checkpoint folder, written once the checkpoint is saved whole, so that a resumed
-  run never starts from a checkpoint that a crash left half-written (`melrl.training.runs`).
+  run never starts from a checkpoint that a crash left half-written (`melrl.training.resume`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from transformers import TrainerCallback
 
 from melrl.jsonl import JsonlWriter
-from melrl.method.experience import retention_ratio
-from melrl.training.runs import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
+from melrl.method.retention import retention_ratio
+from melrl.training.resume import COMPLETE_MARKER, EXPERIENCES_FILE, METRICS_FILE
 
 GENERATION_PHASES = ("rollout", "scoring", "analysis", "replay")
 PHASES = (*GENERATION_PHASES, "update")

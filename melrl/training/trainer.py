@@ -1,96 +1,77 @@
 """`MELTrainer`: TRL's GRPOTrainer plus meta-experience construction, replay validation and internalization.
 
 What changes w.r.t. `trl.GRPOTrainer` (everything else is inherited unchanged):
-1. **Verdicts kept.** `_calculate_rewards` writes each rollout's rewards and completion into its own row of the
-   batch, beside the problem and gold answer it already holds.
-2. **The meta-experience phase.** After TRL's rollouts and advantages, `_generate_and_score_completions` hands
-   the gathered rollouts to `_meta_experience_phase`: contrastive pairs, analysis by the policy (or, with `analyst:
-   endpoint`, by a served model: `melrl.training.analyst`), replay with the analysis in context (every analysis
-   under the paper's `experience_filter: replay`), verdicts (`melrl.method`), on the engine that made the rollouts.
-3. **Advantages.** For `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` TRL's advantages are
-   replaced by `melrl.method.algorithms.compute_advantages` on the global batch; `rft` trains with its own loss.
-   `reinforce_pp*` (REINFORCE++ as verl) give (B, T) per-token advantages, whitened over the valid tokens of all
-   processes (completion masks gathered, padded to a common width); with `beta` > 0 the k1 KL between the sampling
-   policy and the reference is a penalty in the token rewards, and TRL's KL term of the loss is off for them.
-4. **The NLL term.** `_compute_loss` adds `mel_coef` x the mean NLL of the kept meta-experiences (paper Eq. 7),
-   each conditioned on its analysis prompt [I, x, y+, y-]. It takes its own backward pass first (but under LOMO
-   and ZeRO-1/2), so that the micro-step's memory peak stays that of a plain update.
+1. **Verdicts kept.** `_calculate_rewards` keeps the rewards TRL gathered and this process's completion ids.
+2. **The meta-experience phase.** After TRL's rollouts and advantages, `_meta_experience_phase` pairs the gathered
+   rollouts, has the policy (or, with `analyst: endpoint`, a served model: `melrl.training.analyst`) analyse each
+   pair, replays every analysis (the paper's `experience_filter: replay`) and keeps the verified ones
+   (`melrl.method`), on the engine that made the rollouts.
+3. **Advantages.** `algorithm` `reinforce_pp`, `reinforce_pp_baseline` and `rft` replace TRL's advantages by
+   `melrl.method.algorithms.compute_advantages` on the global batch: (B, T) per-token for `reinforce_pp*` (with
+   `beta` > 0 the k1 KL to the reference is a token-reward penalty and TRL's KL term is off); `rft` has its own loss.
+4. **The NLL term.** `_compute_loss` adds `mel_coef` x the mean NLL of the kept meta-experiences (paper Eq. 7), each
+   conditioned on its analysis prompt [I, x, y+, y-], in its own backward pass first (but under LOMO and ZeRO-1/2),
+   so that the micro-step's memory peak stays that of a plain update.
 
-Run files (`metrics.jsonl`, `experiences.jsonl`, checkpoint markers) are written by the callbacks of
-`melrl.training.run_files`. A step whose loss is not finite on any process is skipped (`training_step`).
+Run files are written by the callbacks of `melrl.training.run_files`. A step whose loss is not finite on any process
+is skipped (`training_step`).
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager, nullcontext
 
 import torch
 from accelerate.utils import DistributedType, gather_object
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import get_config_model_id
 
 from melrl.method.algorithms import (
     TOKEN_LEVEL_METHODS,
     compute_advantages,
-    context_and_target_rows,
     kl_penalty,
-    meta_experience_weights,
     rft_loss_sum,
     sequence_mean_nll,
-    token_log_probs,
 )
-from melrl.method.experience import select_pairs
+from melrl.method.pairs import select_pairs
 from melrl.method.meta_phase import MetaExperienceJob, build_jobs, is_replay_candidate, judge_analysis
 from melrl.method.prompts import ANSWER_FORMAT, render
 from melrl.training.agreement import decided_on_main
 from melrl.training.config import MELConfig
 from melrl.training.analyst import write_analyses
+from melrl.training.internalization import nll_batches, target_log_probs
 from melrl.training.generation import Rollouts, generate_distributed
 from melrl.training.nll_backward import own_backward_context, run_own_backward, takes_own_backward
-from melrl.training.rewards import make_accuracy_reward
+from melrl.training.rewards import verdict_sources
 from melrl.training.run_files import CheckpointMarkerCallback, RunFilesCallback
 from melrl.verify.verifier import verify_batch
 
 logger = logging.getLogger("melrl.trainer")
 
-# Keys under which a rollout's row of the batch carries what `_calculate_rewards` saw.
-REWARDS_KEY, COMPLETION_KEY = "melrl_rewards", "melrl_completion_ids"
-
 
 class MELTrainer(GRPOTrainer):
-    """GRPO with Meta-Experience Learning. Takes the arguments of `trl.GRPOTrainer` with a `MELConfig`.
-
-    `reward_funcs` defaults to the verifier-based accuracy reward for `args.prompt_template`. A rollout counts as
-    correct when the reward function named `accuracy` gives it 1 (or, with none of that name, when the weighted
-    total reaches 1). The training dataset needs `problem` and `answer` columns beside `prompt`.
+    """GRPO with Meta-Experience Learning: the arguments of `trl.GRPOTrainer` with a `MELConfig` (`args=None`: the
+    default, the paper's method). A rollout is correct when the reward function named `accuracy` gives it 1 (with
+    none of that name, when the weighted total reaches 1); the default reward sources and the columns the loop reads:
+    `melrl.training.rewards.verdict_sources`. With `meta_experience: false` no column beyond TRL's own is read.
     """
 
     _tag_names = ["trl", "grpo", "melrl"]
 
     def __init__(self, model, reward_funcs=None, args: MELConfig | None = None, **kwargs):
-        if args is None:
-            raise ValueError("MELTrainer needs a MELConfig (args=MELConfig(...))")
-        if reward_funcs is None:
-            reward_funcs = [make_accuracy_reward(ANSWER_FORMAT[args.prompt_template], args.verifier_timeout)]
+        if args is None:  # as GRPOTrainer builds its default GRPOConfig
+            name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = MELConfig(f"{name.split('/')[-1]}-MEL")
+        reward_funcs = verdict_sources(args, reward_funcs, kwargs)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
-        self._check_columns(kwargs.get("train_dataset"))
         self._answer_format = ANSWER_FORMAT[args.prompt_template]
+        self._scored: tuple[torch.Tensor, list] | None = None  # what `_calculate_rewards` saw last
         self._nll_batches: dict[int, dict] = {}  # micro-step of the generation batch -> this process's NLL rows
         self._skip_update = False
         self.run_files = RunFilesCallback(args.output_dir, self.accelerator, self._metrics["train"])
         self.add_callback(self.run_files)
         self.add_callback(CheckpointMarkerCallback())
-
-    def _check_columns(self, dataset) -> None:
-        if not self.args.meta_experience or dataset is None or not hasattr(dataset, "column_names"):
-            return
-        missing = {"prompt", "problem", "answer"} - set(dataset.column_names)
-        if missing:
-            raise ValueError(
-                f"the training dataset lacks the column(s) {sorted(missing)}; MEL needs the problem text and the "
-                "gold answer beside the prompt (melrl.training.train.build_train_dataset makes them)"
-            )
 
     @property
     def stats(self):
@@ -101,49 +82,53 @@ class MELTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         with self.stats.timed("scoring"):
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        start = self.accelerator.process_index * len(prompts)
-        for row, reward, ids in zip(inputs, rewards[start : start + len(prompts)].tolist(), completion_ids_list):
-            row[REWARDS_KEY], row[COMPLETION_KEY] = reward, list(ids)
+        self._scored = rewards.cpu(), [list(ids) for ids in completion_ids_list]  # (B x processes, funcs); local
         return rewards
 
     def _correct(self, rewards: torch.Tensor) -> list[bool]:
-        if "accuracy" in self.reward_func_names:
-            column = rewards[:, self.reward_func_names.index("accuracy")]
-        else:
-            column = self._total_rewards(rewards)
+        names = self.reward_func_names
+        column = rewards[:, names.index("accuracy")] if "accuracy" in names else self._total_rewards(rewards)
         return (torch.nan_to_num(column, nan=0.0) >= 1.0 - 1e-6).tolist()
 
     def _total_rewards(self, rewards: torch.Tensor) -> torch.Tensor:
         """(B, n_funcs) -> (B,) weighted sum of the reward functions, as TRL forms it; NaN counts as 0."""
         return torch.nan_to_num((rewards * self.reward_weights.cpu().unsqueeze(0)).nansum(dim=1), nan=0.0)
 
-    def _gather_rollouts(self, inputs: list[dict]) -> Rollouts:
-        rows = gather_object([(x["problem"], str(x["answer"]), str(x.get("id", "")), x[COMPLETION_KEY],
-                               x[REWARDS_KEY]) for x in inputs])
-        problems, golds, ids, completion_ids, rewards = map(list, zip(*rows))
-        rewards = torch.tensor(rewards, dtype=torch.float32)
+    def _gather_rollouts(self, inputs: list[dict], rewards: torch.Tensor, completion_ids: list) -> Rollouts:
+        """The generation batch of every process, in TRL's process order (that of the rewards it gathered)."""
+        missing = {"problem", "answer"} - set(inputs[0])
+        if missing:
+            raise ValueError(f"the meta-experience loop needs the column(s) {sorted(missing)} in every training row")
+        rows = gather_object([(x["problem"], str(x["answer"]), str(x.get("id", "")), ids)
+                              for x, ids in zip(inputs, completion_ids, strict=True)])
+        problems, golds, ids, completion_ids = map(list, zip(*rows))
         return Rollouts(problems, golds, ids, completion_ids, rewards, self._correct(rewards))
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
-        scoring_before = self.stats.time["scoring"]
+        scoring_before, self._scored = self.stats.time["scoring"], None
         with self.stats.timed("rollout"):
             output = super()._generate_and_score_completions(inputs)
         self.stats.time["rollout"] -= self.stats.time["scoring"] - scoring_before
-        rollouts = self._gather_rollouts(inputs)
-        self._count_rollouts(rollouts, output)
+        if self._scored is None:
+            raise RuntimeError("GRPOTrainer scored this batch without `_calculate_rewards`: MEL cannot see rewards")
+        rewards, completion_ids = self._scored
+        correct = self._correct(rewards)
+        self._count_rollouts(rewards, correct, output)
         if self.args.algorithm != "grpo":
-            self._replace_advantages(output, rollouts)
-        kept = self._meta_experience_phase(rollouts) if self.args.meta_experience else []
+            self._replace_advantages(output, rewards, correct)
+        kept = []
+        if self.args.meta_experience:
+            kept = self._meta_experience_phase(self._gather_rollouts(inputs, rewards, completion_ids))
         self._assign_nll(kept)
         return output
 
-    def _count_rollouts(self, rollouts: Rollouts, output: dict) -> None:
-        group, correct = self.num_generations, rollouts.correct
+    def _count_rollouts(self, rewards: torch.Tensor, correct: list[bool], output: dict) -> None:
+        group = self.num_generations
         tokens = self.accelerator.gather(torch.stack([output["prompt_mask"].sum(), output["completion_mask"].sum()]))
         self.stats.add(
-            reward_sum=self._total_rewards(rollouts.rewards).sum().item(), rollouts=len(correct),
+            reward_sum=self._total_rewards(rewards).sum().item(), rollouts=len(correct),
             groups=len(correct) // group,
             mixed_groups=sum(0 < sum(correct[i : i + group]) < group for i in range(0, len(correct), group)),
             rollout_prompt_tokens=tokens.view(-1, 2)[:, 0].sum().item(),
@@ -152,13 +137,12 @@ class MELTrainer(GRPOTrainer):
 
     # ---------------------------------------------------------------- 3. advantages
 
-    def _replace_advantages(self, output: dict, rollouts: Rollouts) -> None:
+    def _replace_advantages(self, output: dict, rewards: torch.Tensor, correct: list[bool]) -> None:
         """Advantages of the base algorithm, computed on the global batch and sliced back to this process: (B,)
         for `rft`, (B, T) per-token for `reinforce_pp*` (the completion masks, and the in-reward KL when `beta` is
         set, gathered from every process, padded to a common width)."""
         algorithm = self.args.algorithm
-        rewards = (torch.tensor(rollouts.correct, dtype=torch.float32) if algorithm == "rft"
-                   else self._total_rewards(rollouts.rewards))
+        rewards = torch.tensor(correct, dtype=torch.float32) if algorithm == "rft" else self._total_rewards(rewards)
         device = output["advantages"].device
         local = output["advantages"].size(0)
         rows = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
@@ -166,8 +150,8 @@ class MELTrainer(GRPOTrainer):
             mask = output["completion_mask"]  # (B, T); T differs between processes
             token_kl = kl_penalty(self._sampling_log_probs(output), output["ref_per_token_logps"]) * mask \
                 if self._kl_in_reward else None
-            global_mask = self._gather_padded(mask)
-            global_kl = self._gather_padded(token_kl) if token_kl is not None else None
+            pad = lambda t: self.accelerator.gather(self.accelerator.pad_across_processes(t, dim=1))  # noqa: E731
+            global_mask, global_kl = pad(mask), pad(token_kl) if token_kl is not None else None  # (B x processes, T)
             advantages = compute_advantages(rewards.to(device), self.num_generations, algorithm,
                                             response_mask=global_mask, token_kl=global_kl, kl_coef=self.beta)
             output["advantages"] = advantages[rows, : mask.size(1)].contiguous()
@@ -189,10 +173,6 @@ class MELTrainer(GRPOTrainer):
         of the loss is off (it would count it twice)."""
         return self.args.algorithm in TOKEN_LEVEL_METHODS and self.beta != 0.0
 
-    def _gather_padded(self, tensor: torch.Tensor) -> torch.Tensor:
-        """(B, T) rows of every process, right-padded with 0 to the widest T: (B x processes, T_max)."""
-        return self.accelerator.gather(self.accelerator.pad_across_processes(tensor, dim=1, pad_index=0))
-
     def _sampling_log_probs(self, output: dict) -> torch.Tensor:
         """(B, T) log-probabilities of the completions under the policy that sampled them (verl's `old_log_probs`):
         TRL's `old_per_token_logps` when it computed them, else one no-grad forward pass (text-only inputs)."""
@@ -206,15 +186,6 @@ class MELTrainer(GRPOTrainer):
                 self.model, input_ids, attention_mask, completion_ids.size(1),
                 batch_size=self.args.per_device_train_batch_size)
         return logps
-
-    @contextmanager
-    def _without_kl_loss(self):
-        """TRL's loss without its KL term (`beta` read as 0), for an update whose KL is in the advantages."""
-        beta, self.beta = self.beta, 0.0
-        try:
-            yield
-        finally:
-            self.beta = beta
 
     # ---------------------------------------------------------------- 2. the meta-experience phase
 
@@ -275,28 +246,10 @@ class MELTrainer(GRPOTrainer):
         return self.args.meta_experience and self.args.mel_coef > 0
 
     def _assign_nll(self, kept: list[MetaExperienceJob]) -> None:
-        """Spread the kept meta-experiences over processes and the micro-steps of the generation batch. A process
-        with none in a micro-step that another process uses gets one zero-weight row, so that every process runs
-        the same forward and backward passes."""
-        self._nll_batches = {}
-        if not kept or not self._internalizing:
-            return
-        weights = dict(zip(map(id, kept), meta_experience_weights([j.pair.group for j in kept],
-                                                                      self.args.nll_average)))
-        world, rank, slices = self.accelerator.num_processes, self.accelerator.process_index, \
-            self.args.steps_per_generation
-        used: dict[int, list[MetaExperienceJob]] = {}
-        for k, job in enumerate(kept):
-            used.setdefault((k // world) % slices, [])
-            if k % world == rank:
-                used[(k // world) % slices].append(job)
-        for slot, jobs in used.items():
-            rows = jobs or kept[:1]
-            batch = context_and_target_rows([j.analysis_prompt_ids for j in rows], [j.analysis_ids for j in rows],
-                                            self._tokenizer.pad_token_id)
-            batch["weight"] = torch.tensor([weights[id(j)] if jobs else 0.0 for j in rows])
-            batch["kept"] = torch.full((len(rows),), 1.0 if jobs else 0.0)
-            self._nll_batches[slot] = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        self._nll_batches = nll_batches(
+            kept if self._internalizing else [], self.args.nll_average, self.accelerator.num_processes,
+            self.accelerator.process_index, self.args.steps_per_generation, self._tokenizer.pad_token_id,
+            self.accelerator.device)
 
     def _compute_loss(self, model, inputs):
         batch = self._nll_batches.get(self._step % self.args.steps_per_generation) if self.model.training else None
@@ -310,50 +263,45 @@ class MELTrainer(GRPOTrainer):
         if self.args.algorithm == "rft" and "rft_correct" in inputs:
             loss = self._rft_loss(model, inputs)
         else:
-            # (B, T) advantages under reinforce_pp*: TRL's loss uses them as they are (it unsqueezes only (B,))
-            with self._without_kl_loss() if self._kl_in_reward and self.model.training else nullcontext():
+            # (B, T) advantages under reinforce_pp*: TRL's loss uses them as they are (it unsqueezes only (B,)); a KL
+            # in the advantages takes TRL's KL term out of the loss (`beta` read as 0)
+            beta, self.beta = self.beta, 0.0 if self._kl_in_reward and self.model.training else self.beta
+            try:
                 loss = super()._compute_loss(model, inputs)
+            finally:
+                self.beta = beta
         if batch is None:
             return loss
         return loss + (mel_loss if own_backward else self._mel_loss(model, batch))
 
     def _mel_loss(self, model, batch: dict) -> torch.Tensor:
-        """`mel_coef` x the weighted NLL of this micro-step's meta-experiences, scaled so that the micro-steps of
-        all processes add up to the weighted mean over the kept meta-experiences of the generation batch
-        (`nll_average`; the backward pass averages processes)."""
+        """`mel_coef` x the weighted NLL of this micro-step's meta-experiences, scaled so that an optimizer step's
+        micro-steps of all processes add up to the weighted mean (`nll_average`) over the kept meta-experiences of a
+        generation batch (`_window_scale`)."""
         with self.stats.timed("nll"):
-            logps = self._target_log_probs(model, batch["input_ids"], batch["attention_mask"], batch["target_mask"])
+            logps = target_log_probs(model, self.accelerator, self.temperature == 1.0, batch["input_ids"],
+                                     batch["attention_mask"], batch["target_mask"])
             nll = sequence_mean_nll(logps, batch["target_mask"])  # (B,)
         self.stats.add(nll_sum=(nll.detach() * batch["kept"]).sum().item(), nll_count=batch["kept"].sum().item())
-        return self.args.mel_coef * (nll * batch["weight"]).sum() * self.accelerator.num_processes
+        return self.args.mel_coef * (nll * batch["weight"]).sum() * self._window_scale
 
-    def _target_log_probs(self, model, input_ids, attention_mask, target_mask) -> torch.Tensor:
-        """(B, T) temperature-1 log-probabilities of the last T tokens of each row (T = target_mask's width).
-
-        At a rollout temperature of 1 (the paper's) through TRL's fused LM head, which never holds (B, T, V) logits;
-        otherwise from the model's temperature-1 logits of those T positions.
-        """
-        width = target_mask.size(1)
-        if self.temperature == 1.0:
-            labels = torch.full_like(input_ids, -100)
-            labels[:, -width:] = input_ids[:, -width:].masked_fill(target_mask == 0, -100)
-            with self.accelerator.autocast():
-                outputs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
-            return outputs.log_probs[:, -width:]
-        with self.accelerator.autocast():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=width + 1,
-                           use_cache=False).logits
-        return token_log_probs(logits[:, :-1], input_ids[:, -width:])
+    @property
+    def _window_scale(self) -> float:
+        """From a loss normalised over the generation batch of all processes to one accumulation window of one process
+        (the backward pass averages processes), as TRL rescales `dapo`: an optimizer step holds
+        `gradient_accumulation_steps` / `steps_per_generation` of a generation batch."""
+        return self.accelerator.num_processes * self.args.steps_per_generation / self.current_gradient_accumulation_steps
 
     def _rft_loss(self, model, inputs) -> torch.Tensor:
         """NLL of the correct rollouts' tokens over the correct-token count of the whole generation batch."""
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
-        logps = self._target_log_probs(model, input_ids, attention_mask, completion_mask)  # (B, C)
+        logps = target_log_probs(model, self.accelerator, self.temperature == 1.0, input_ids, attention_mask,
+                                 completion_mask)  # (B, C)
         loss_sum = rft_loss_sum(logps, completion_mask, inputs["rft_correct"])
         # Every micro-step of the generation batch adds its share; processes are averaged by the backward pass.
-        loss = loss_sum * self.accelerator.num_processes / inputs["rft_tokens"].clamp(min=1.0)
+        loss = loss_sum * self._window_scale / inputs["rft_tokens"].clamp(min=1.0)
         self._metrics["train"]["rft/correct_fraction"].append(inputs["rft_correct"].float().mean().item())
         return loss
 

@@ -30,7 +30,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from melrl.verify.answers import (
     ANSWER_FORMATS, as_integer, extract_answer, last_boxed, normalize_answer, percent_number, prescreen, same_time,
@@ -88,7 +88,10 @@ class VerifierStats:
 class VerifierPool:
     """A fixed number of verifier worker processes; `verify_batch` is thread-safe (calls are serialised)."""
 
-    def __init__(self, workers: int | None = None, timeout: float | None = None, *, memory_mb: int | None = None):
+    def __init__(self, workers: int | None = None, timeout: float | None = None, *, memory_mb: int | None = None,
+                 worker_target: tuple[str, str] | None = None):
+        """`worker_target`: (a Python file, a function in it) that each worker runs instead of the verifier's own
+        loop, after the verifier module is mounted (`sys.modules["_melrl_verify.verifier"]`); for tests."""
         self.workers = int(workers) if workers is not None else default_workers()
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -96,6 +99,9 @@ class VerifierPool:
         if memory_mb is None:
             memory_mb = int(os.environ.get("MELRL_VERIFY_MEMORY_MB", DEFAULT_MEMORY_MB))
         self.memory_mb = memory_mb
+        if worker_target is not None and not os.path.isfile(worker_target[0]):
+            raise FileNotFoundError(f"worker_target: {worker_target[0]} is not a file")
+        self.worker_target = worker_target
         self.stats = VerifierStats()
         self.worker_info: dict[str, Any] = {}  # the last worker's "ready" message
         self._lock = threading.Lock()
@@ -210,6 +216,8 @@ class VerifierPool:
         deathsig = threading.current_thread() is threading.main_thread()
         cmd = [sys.executable, "-c", _BOOT, os.path.dirname(os.path.abspath(__file__)), str(self.memory_mb)]
         cmd.append("1" if deathsig else "0")
+        if self.worker_target is not None:
+            cmd.extend(self.worker_target)
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True)
         self._procs.append(proc)
         self._workers.append(_Worker(proc))
@@ -468,14 +476,23 @@ if sys.path and sys.path[0] == "":
 pkg = types.ModuleType("_melrl_verify")
 pkg.__path__ = [sys.argv[1]]
 sys.modules["_melrl_verify"] = pkg
-importlib.import_module("_melrl_verify.verifier")._worker_main()
+verifier = importlib.import_module("_melrl_verify.verifier")
+if len(sys.argv) > 4:  # VerifierPool(worker_target=(file, function))
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_melrl_verify_worker", sys.argv[4])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    getattr(module, sys.argv[5])()
+else:
+    verifier._worker_main()
 """
 
 # Names sympy's `parse_expr` may evaluate in a worker: enough for sympy.Number("12"), S("3/2") and friends.
 _EVAL_ALLOWED = frozenset({"Integer", "Float", "Rational", "Number", "Symbol", "Add", "Mul", "Pow", "E", "I", "pi"})
 
 
-def _worker_main() -> None:
+def _worker_main(extra_ops: dict[str, Callable[[], None]] | None = None) -> None:
+    """The worker's loop: answer `verify` requests; `extra_ops` (a worker target's) handle other ops by name."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     out = os.dup(1)
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
@@ -494,8 +511,8 @@ def _worker_main() -> None:
         if op == "verify":
             ok, timed_out = checker.check(str(msg["pred"]), str(msg["gold"]), float(msg["t"]))
             _send(out, {"id": msg["id"], "ok": ok, "timeout": timed_out})
-        elif op in _TEST_OPS:
-            _TEST_OPS[op]()
+        elif extra_ops and op in extra_ops:
+            extra_ops[op]()
 
 
 def _send(fd: int, msg: dict) -> None:
@@ -644,20 +661,3 @@ def _limit_memory(memory_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     except (ImportError, ValueError, OSError):
         pass
-
-
-def _test_segfault() -> None:
-    import ctypes
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file in the working directory
-    ctypes.string_at(0)
-
-
-def _test_hang() -> None:
-    while True:
-        time.sleep(3600)
-
-
-# Private hooks for the tests: the parent (never model text) can ask a worker to die or hang.
-_TEST_OPS = {"_exit": lambda: os._exit(3), "_segfault": _test_segfault, "_hang": _test_hang}

@@ -1,162 +1,30 @@
-import itertools
+"""`melrl.method.parsing`: the sections of a meta-experience and the leak check's scope; the method modules import
+no torch, trl or transformers."""
+
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from melrl.method import prompts
-from melrl.method.experience import (
-    MAX_PARSE_CHARS,
-    MetaExperienceFormatError,
-    Pair,
-    find_leaks,
-    leak_scope,
-    leaks,
-    parse_meta_experience,
-    retention_ratio,
-    select_pairs,
-)
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
-
-
-# ---------------------------------------------------------------------------------------------- import isolation
+from melrl.method.parsing import MAX_PARSE_CHARS, MetaExperienceFormatError, leak_scope, parse_meta_experience
+from tests.helpers import subprocess_env
 
 
 def test_import_pulls_in_no_torch_trl_transformers():
     code = (
-        "import sys, melrl.method.experience\n"
+        "import sys, melrl.method.pairs, melrl.method.parsing, melrl.method.leaks, melrl.method.retention\n"
         "heavy = [m for m in ('torch', 'trl', 'transformers') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), check=True)
     assert out.stdout.strip() == ""
 
-
-# ---------------------------------------------------------------------------------------------- pairs
-
-
-def _check_group_pairs(pairs, correct, group_size):
-    for p in pairs:
-        lo = p.group * group_size
-        assert lo <= p.correct < lo + group_size and lo <= p.incorrect < lo + group_size
-        assert correct[p.correct] and not correct[p.incorrect]
-
-
-def test_no_mixed_group_no_pairs():
-    assert select_pairs([True] * 4 + [False] * 4, group_size=4, max_pairs_per_prompt=8, seed=0) == []
-    assert select_pairs([], group_size=4, max_pairs_per_prompt=8, seed=0) == []
-
-
-def test_only_mixed_groups_give_pairs():
-    correct = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
-    pairs = select_pairs(correct, group_size=4, max_pairs_per_prompt=16, seed=3)
-    assert {p.group for p in pairs} == {1}
-    _check_group_pairs(pairs, correct, 4)
-    assert {(p.correct, p.incorrect) for p in pairs} == {(4, 5), (4, 6), (4, 7)}
-
-
-def test_cap_and_distinct():
-    correct = [1, 0, 1, 0, 1, 0, 0, 0]  # 3 correct x 5 incorrect = 15 possible pairs
-    for cap in range(1, 20):
-        pairs = select_pairs(correct, group_size=8, max_pairs_per_prompt=cap, seed=1)
-        assert len(pairs) == min(cap, 15)
-        assert len(set(pairs)) == len(pairs)
-        _check_group_pairs(pairs, correct, 8)
-    everything = select_pairs(correct, group_size=8, max_pairs_per_prompt=100, seed=1)
-    assert {(p.correct, p.incorrect) for p in everything} == set(itertools.product([0, 2, 4], [1, 3, 5, 6, 7]))
-
-
-@pytest.mark.parametrize("n_correct", range(1, 8))
-@pytest.mark.parametrize("seed", range(3))
-def test_spreads_over_distinct_rollouts_first(n_correct, seed):
-    group_size = 8
-    correct = [True] * n_correct + [False] * (group_size - n_correct)
-    a, b = n_correct, group_size - n_correct
-    for cap in range(1, a * b + 1):
-        pairs = select_pairs(correct, group_size, cap, seed=seed)
-        assert len(set(pairs)) == len(pairs) == cap
-        uses_c = Counter(p.correct for p in pairs)
-        uses_i = Counter(p.incorrect for p in pairs)
-        # Every prefix is balanced: no rollout is used twice while another on its side is unused, etc.
-        assert max(uses_c.values()) - min(uses_c.get(r, 0) for r in range(a)) <= 1
-        assert max(uses_i.values()) - min(uses_i.get(r, 0) for r in range(a, group_size)) <= 1
-        if cap <= min(a, b):
-            assert len(uses_c) == len(uses_i) == cap  # all distinct rollouts
-
-
-def test_deterministic_and_varies_with_seed_and_step():
-    correct = [1, 0, 1, 0, 1, 0, 1, 0] * 3
-    run = lambda seed, step: select_pairs(correct, 8, 4, seed=seed, step=step)  # noqa: E731
-    assert run(7, 2) == run(7, 2)
-    assert Pair(group=0, correct=0, incorrect=1) in select_pairs(correct, 8, 16, seed=7)
-    assert len({tuple(run(s, 0)) for s in range(10)}) > 1
-    assert len({tuple(run(7, t)) for t in range(10)}) > 1
-
-
-def test_deterministic_across_processes():
-    correct = [1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1, 0, 1]
-    code = (
-        "from melrl.method.experience import select_pairs\n"
-        f"print([tuple(vars(p).values()) for p in select_pairs({correct}, 8, 5, seed=11, step=4)])\n"
-    )
-    outs = set()
-    for hashseed in ("0", "1", "random"):
-        env = _env() | {"PYTHONHASHSEED": hashseed}
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-        outs.add(proc.stdout)
-    assert len(outs) == 1
-    here = [tuple(vars(p).values()) for p in select_pairs(correct, 8, 5, seed=11, step=4)]
-    assert outs.pop().strip() == str(here)
-
-
-def test_groups_are_independent():
-    g0 = [1, 0, 1, 0, 0, 1]
-    others = [[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1], [0, 1, 0, 1, 0, 1]]
-    base = [p for p in select_pairs(g0 + others[0], 6, 3, seed=5) if p.group == 0]
-    for other in others[1:]:
-        assert [p for p in select_pairs(g0 + other, 6, 3, seed=5) if p.group == 0] == base
-    # Group 1's choice does not depend on group 0 either.
-    g1 = [0, 1, 1, 0, 1, 0]
-    first = [p for p in select_pairs([1] * 6 + g1, 6, 3, seed=5) if p.group == 1]
-    second = [p for p in select_pairs(g0 + g1, 6, 3, seed=5) if p.group == 1]
-    assert first == second and len(first) == 3
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        dict(correct=[True, False], group_size=1, max_pairs_per_prompt=1),
-        dict(correct=[True, False, True], group_size=2, max_pairs_per_prompt=1),
-        dict(correct=[True, False], group_size=2, max_pairs_per_prompt=0),
-        dict(correct=[1.0, 0.5], group_size=2, max_pairs_per_prompt=1),
-    ],
-)
-def test_pair_errors(kwargs):
-    with pytest.raises(ValueError):
-        select_pairs(seed=0, **kwargs)
-
-
-def test_accepts_int_verdicts():
-    assert select_pairs([1, 0], 2, 1, seed=0) == select_pairs([True, False], 2, 1, seed=0) == [Pair(0, 0, 1)]
-
-
-# ---------------------------------------------------------------------------------------------- parsing
 
 WELL_FORMED = f"""Let me compare the two solutions.
 
@@ -484,177 +352,3 @@ def test_arbitrary_text_only_raises_format_error(text):
         return
     assert m.failure_point and m.success_factors and m.reflective_summary and m.heuristics
     assert all(h.strip() == h and h for h in m.heuristics)
-
-
-# ---------------------------------------------------------------------------------------------- leaks
-
-
-@pytest.mark.parametrize(
-    "text, leaked",
-    [
-        ("so it equals 312.", True),
-        ("the value 312 appears", True),
-        ("x = -312", True),
-        ("it was 312.0 exactly", True),
-        ("(312)", True),
-        ("it is 3123", False),
-        ("it is 31.25", False),
-        ("1312 apples", False),
-        ("0.312 of them", False),
-        ("version 312.5", False),
-        ("no numbers here", False),
-    ],
-)
-def test_numeric_gold_on_number_boundaries(text, leaked):
-    assert (find_leaks(text, "312", "") == ["312"]) is leaked
-    assert leaks(text, "312", "") is leaked
-
-
-@pytest.mark.parametrize("gold", ["0312", "$312$", "\\boxed{312}", "312^\\circ", "x = 312", "312.", " 312 "])
-def test_gold_spellings(gold):
-    assert find_leaks("I got 312 at the end", gold, "") == [gold.strip()]
-    assert find_leaks("I got 3123 at the end", gold, "") == []
-
-
-# A gold of 1 or 2 digits leaks only where the text states it as the answer (issue 28: "x^2" and "Step 1" were
-# leaks of the golds 2 and 1).
-def test_small_gold_in_ordinary_notation_is_no_leak():
-    text = "When squaring, compute x^2 carefully. Step 1: check units."
-    assert find_leaks(text, "2", "What is 1 + 1?") == []
-    assert find_leaks(text, "1", "What is 1 + 1?") == []
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "When squaring, compute x^2 carefully. Step 1: check units.",
-        "If there are 2 cases, then check both.",
-        "1. Split the sum. 2. Add the parts.",
-        "I used 2 steps and 12 checks.",
-        "the answer is 23",
-        "the answer is 2.5",
-        "x = 2 apples in each basket",
-        "1 + 1 = 2 and 3 + 4 = 7 are both easy",  # "= 2" followed by more of the sentence
-        "the boxed value \\boxed{21}",
-        "a 2-step check and a 2x2 grid",
-    ],
-)
-def test_small_gold_mentioned_but_not_stated_is_no_leak(text):
-    assert find_leaks(text, "2", "") == []
-    assert find_leaks(text, "02", "") == []  # zero-padded (AIME), the same number
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "the answer is 2",
-        "So the final answer is $2$.",
-        "Answer: 2",
-        "answer = -2",
-        "The result was **2**.",
-        "1 + 1 = 2.",
-        "1+1=2",
-        "it equals 2, so",
-        "x is equal to 2\nnext",
-        "so $1+1 = 2$ here",
-        "\\boxed{2}",
-        "\\boxed{ x = 2 }",
-        "the answer is \\(2\\)",
-    ],
-)
-def test_small_gold_stated_as_the_answer_leaks(text):
-    assert find_leaks(text, "2", "") == ["2"]
-    assert find_leaks(text, "$2$", "") == ["$2$"]
-
-
-def test_two_digit_gold_follows_the_small_rule_and_three_digits_do_not():
-    assert find_leaks("Step 12: check", "12", "") == []
-    assert find_leaks("so the answer is 12.", "12", "") == ["12"]
-    assert find_leaks("Step 123: check", "123", "") == ["123"]
-    # a small gold that is also a distinctive problem number leaks as that number wherever it occurs
-    assert find_leaks("Step 12: check", "12", "Twelve is 12; what is 6 + 6?") == ["12"]
-
-
-def test_thousands_separator_gold():
-    assert leaks("the total is 1,000,000", "1000000", "")
-    assert leaks("the total is 1000000", "$1{,}000{,}000$".replace("{,}", ","), "")
-
-
-@pytest.mark.parametrize(
-    "text, leaked",
-    [
-        ("the answer is \\frac{14}{3}", True),
-        ("the answer is \\dfrac { 14 } { 3 }", True),
-        ("the answer is $\\tfrac{14}{3}$.", True),
-        ("the answer is 14/3.", True),
-        ("the answer is 14 / 3", True),
-        ("the answer is 14/35", False),
-        ("the answer is 114/3", False),
-        ("the answer is \\frac{14}{37}", False),
-        ("the answer is \\frac{1}{43}", False),
-        ("fractions need a common denominator", False),
-    ],
-)
-def test_latex_gold(text, leaked):
-    assert bool(find_leaks(text, "\\frac{14}{3}", "")) is leaked
-
-
-def test_other_non_numeric_golds():
-    assert leaks("so x equals 2\\sqrt{3}", "2\\sqrt{3}", "")
-    assert leaks("so x equals 2√3", "2\\sqrt{3}", "")
-    assert not leaks("so x equals 2\\sqrt{35}", "2\\sqrt{3}", "")
-    assert leaks("the day is Monday", "\\text{Monday}", "")
-    assert leaks("the point (1, 2) works", "(1,2)", "")
-    assert not leaks("A triangle has three sides", "A", "")  # one-letter golds are not searched for
-    assert not leaks("anything", "", "")
-
-
-def test_negative_latex_gold_ignores_sign():
-    assert leaks("it is \\frac{1}{2}", "-\\frac{1}{2}", "")
-    assert leaks("it is -1/2", "-\\frac{1}{2}", "")
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=300), st.text(max_size=40), st.text(max_size=300))
-def test_find_leaks_total_on_arbitrary_text(text, gold, problem):
-    found = find_leaks(text, gold, problem)
-    assert isinstance(found, list) and all(isinstance(x, str) for x in found)
-    assert leaks(text, gold, problem) is bool(found)
-
-
-def test_find_leaks_long_input_is_fast():
-    t0 = time.perf_counter()
-    find_leaks("14/3 1.2.3,4,5 " * 50_000 + "\\frac{14}{3}" * 20_000, "\\frac{14}{3}", "12 345 6.75 " * 1000)
-    find_leaks("1" * 200_000 + " " * 200_000, "11", "9" * 100_000)
-    for text in ("= " * 100_000, "answer is is " * 50_000, "\\boxed{ " * 50_000, "=$ $ -  1" * 50_000):
-        assert find_leaks(text, "2", "") == []  # a small gold: the "stated as the answer" patterns
-    assert time.perf_counter() - t0 < 5.0
-
-
-def test_distinctive_problem_numbers():
-    problem = "A farmer has 37 cows, 2 dogs, 10 cats and 1000 sheep; 2.5 percent are ill and 0.5 are old. In 2024 ..."
-    text = "If there are 37 animals and 2 groups and 10 kinds, 1000 in all, 2.5 and 0.5 of them, in 2024 ..."
-    assert find_leaks(text, "99", problem) == ["37", "2.5", "2024"]
-    assert find_leaks("I count 2 dogs and 10 cats, modulo 1000.", "99", problem) == []
-    assert find_leaks("with 37 cows", "99", problem, common_numbers=()) == ["37"]
-    assert find_leaks("1000 sheep", "99", problem, common_numbers=()) == ["1000"]
-    # the gold is reported once even when it is also a problem number
-    assert find_leaks("37 and 2.50", "37", problem) == ["37", "2.5"]
-
-
-def test_clean_heuristics_do_not_leak():
-    problem = "Find the remainder when 3^{2024} is divided by 1000."
-    clean = "If I need a remainder modulo a power of ten, then I use the Chinese remainder theorem on its factors."
-    assert find_leaks(clean, "481", problem) == []
-
-
-# ---------------------------------------------------------------------------------------------- retention
-
-
-def test_retention_ratio():
-    assert retention_ratio(0, 0) == 0.0
-    assert retention_ratio(3, 4) == 0.75
-    assert retention_ratio(5, 5) == 1.0
-    for bad in [(-1, 3), (4, 3), (0, -1)]:
-        with pytest.raises(ValueError):
-            retention_ratio(*bad)

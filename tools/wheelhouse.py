@@ -1,7 +1,7 @@
 """Build `wheelhouse/`: what `make gpu-check` installs on a GPU machine that has no network.
 
     make wheelhouse                    # for the device image's Python 3.12 (WHEEL_PYTHON=3.11 for another)
-    .venv/bin/python benchmarks/wheelhouse.py --python-version 3.12 --dest wheelhouse
+    .venv/bin/python tools/wheelhouse.py --python-version 3.12 --dest wheelhouse
 
 It holds, for Linux x86-64 and the named Python:
 - the wheels of melrl's base dependencies and DeepSpeed's, resolved by pip for that platform (a dry run, metadata

@@ -4,7 +4,7 @@ ran or was skipped by request (`--skip`): a path that could not run (vLLM not in
 
     make gpu-check                                        # on a machine with one GPU
     make gpu-check GPU_CHECK_ARGS='--skip vllm_colocate vllm_colocate_sleep'   # without vLLM, said so
-    .venv/bin/python benchmarks/gpu_check.py --tokenizer DIR --output benchmarks/results/gpu_check.json
+    .venv/bin/python tools/gpu_check.py --tokenizer DIR --output benchmarks/results/gpu_check.json
 
 Paths (each in its own process, so that one failure does not stop the others):
 - `mel_bf16`: 2 MEL steps, transformers generation, bf16, every analysis accepted and every replay verified (so
@@ -55,7 +55,7 @@ def train(model_dir: str, output_dir: str, device: str, vllm: bool, sleep_mode: 
     from melrl.data import load_records
     from melrl.models import load_model_and_tokenizer
     from melrl.training.config import MELConfig
-    from melrl.training.train import build_train_dataset, name_vllm_stop_tokens
+    from melrl.cli.train import build_train_dataset, name_vllm_stop_tokens
 
     def accept(job, *, leak_check):
         job.parsed, job.parts, job.parse_error = True, {}, None

@@ -1,17 +1,82 @@
-"""`melrl train`: load the model and data named in the run arguments and train with MELTrainer."""
+"""`melrl train`: the run arguments (`RunArguments`: the model and data to train on), then the model, data and
+MELTrainer they name."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from melrl.training.config import MELConfig, RunArguments, check_master_weights
+from accelerate.utils import DistributedType
+
+from melrl.training.config import MELConfig
 from melrl.data import load_records_with_report
 from melrl.models import load_model_and_tokenizer, resolve_model, stop_token_ids
 from melrl.method.prompts import render, replay_text, solve_text
-from melrl.training.runs import checkpoint_step, resolve_checkpoint, rewind_run_files
+from melrl.training.resume import checkpoint_step, resolve_checkpoint, rewind_run_files
 
-logger = logging.getLogger("melrl.training.train")
+logger = logging.getLogger("melrl.train")
+
+
+@dataclass
+class RunArguments:
+    """What `melrl train` trains on: the model, the data and how much of it."""
+
+    model_name_or_path: str = field(
+        default="smollm2-135m-instruct", metadata={"help": "Embedded name, local folder or hub id."}
+    )
+    dataset_name: str = field(default="arith", metadata={"help": "Registered name, local file or hub:ORG/NAME."})
+    dataset_split: str | None = field(default=None, metadata={"help": "Split, where the dataset has several."})
+    dataset_limit: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder of the local datasets."})
+    arith_level: int = field(default=1, metadata={"help": "Difficulty of the arith generator (1-5)."})
+    arith_size: int = field(default=256, metadata={"help": "Problems drawn by the arith generator."})
+    skip_invalid: bool = field(default=False, metadata={"help": "Skip malformed rows (counted) instead of failing."})
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters only (peft)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma-separated modules or all-linear."})
+
+    def peft_config(self):
+        """The LoRA configuration when `use_peft` is set, else None."""
+        if not self.use_peft:
+            return None
+        from peft import LoraConfig
+
+        targets = self.lora_target_modules
+        return LoraConfig(
+            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type="CAUSAL_LM",
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        )
+
+
+def check_master_weights(run: RunArguments, config: MELConfig) -> None:
+    """Refuse to train every weight in bfloat16 or float16 where nothing keeps an fp32 copy of them: under DDP or on
+    one process, AdamW would update the half-precision weights themselves, and at small learning rates (the
+    presets' 1e-6) most updates round away. DeepSpeed keeps fp32 master weights; FSDP2 under mixed precision
+    (`bf16: true`) casts the weights it trains to fp32; LoRA trains fp32 adapters. fp32 weights do not stay fp32
+    under TRL's continuous batching with `bf16: true`, which casts the policy to bf16 in place before it generates."""
+    engine = config.distributed_state.distributed_type
+    mixed_precision = config.bf16 or config.fp16
+    if run.use_peft or engine == DistributedType.DEEPSPEED or (engine == DistributedType.FSDP and mixed_precision):
+        return
+    where = {DistributedType.NO: "on one process", DistributedType.FSDP: "under FSDP without bf16: true"}.get(
+        engine, f"under DDP ({engine.value})")
+    if run.dtype != "float32":
+        raise ValueError(
+            f"dtype: {run.dtype} {where} trains {run.dtype} weights with no fp32 master copy (AdamW's small updates "
+            "round away). Use dtype: float32 with bf16: true (fp32 weights, bf16 autocast), or a DeepSpeed kit "
+            "(configs/accelerate/deepspeed_zero3.yaml) or FSDP with bf16: true, which keep fp32 master weights, or "
+            "LoRA (use_peft: true)"
+        )
+    if config.use_transformers_continuous_batching and mixed_precision:
+        raise ValueError(
+            f"use_transformers_continuous_batching with bf16/fp16 {where}: TRL casts the policy to half precision in "
+            "place before each continuous-batching generation, so the fp32 weights would train in half precision. "
+            "Use plain generation or vLLM, or a DeepSpeed kit (configs/accelerate/deepspeed_zero3.yaml)"
+        )
 
 
 def load_run_records(run: RunArguments, seed: int):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from melrl.jsonl import truncate_after_step
 
-logger = logging.getLogger("melrl.training.runs")
+logger = logging.getLogger("melrl.training.resume")
 
 EXPERIENCES_FILE = "experiences.jsonl"
 METRICS_FILE = "metrics.jsonl"

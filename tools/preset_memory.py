@@ -1,7 +1,8 @@
-"""GPU memory per process of the paper presets: the arithmetic behind README's "Memory per preset".
+"""GPU memory per process and generation cost per step of the paper presets: the arithmetic behind docs/presets.md,
+"Memory per preset" (both tables).
 
-    .venv/bin/python benchmarks/preset_memory.py            # the tables, in markdown
-    .venv/bin/python benchmarks/preset_memory.py --json     # the same numbers as JSON
+    .venv/bin/python tools/preset_memory.py            # the tables, in markdown
+    .venv/bin/python tools/preset_memory.py --json     # the same numbers as JSON
 
 An estimate from the presets' own settings and the Qwen3 architectures, not a measurement: every assumption is a
 named constant below. The target is one node of 8 GPUs of 80 GB (H100 or A100; an H100 80GB shows 81,559 MiB =
@@ -96,7 +97,11 @@ def preset_memory(name: str) -> dict:
     # The largest forward/backward of a micro-step: the policy's micro-batch, or the NLL rows that micro-step gets
     # (kept meta-experiences spread over processes x micro-steps); under ZeRO-3 the NLL takes its own backward first.
     policy_tokens = c["per_device_train_batch_size"] * (LONGEST_PROMPT + completion)
-    kept_max = prompts * c.get("max_pairs_per_prompt", 2) if meta else 0
+    # pairs of a prompt: every (correct, incorrect) pair (the paper's set), at most (G/2)^2, or the preset's cap
+    all_pairs = c["num_generations"] ** 2 // 4
+    cap = c.get("max_pairs_per_prompt")
+    pairs_per_prompt = (all_pairs if cap is None else min(cap, all_pairs)) if meta else 0
+    kept_max = prompts * pairs_per_prompt
     nll_tokens = math.ceil(kept_max / (processes * ga)) * analysis
     tokens = max(policy_tokens, nll_tokens)
     per_token = activation_bytes_per_token(a)
@@ -132,6 +137,12 @@ def preset_memory(name: str) -> dict:
         "kv_kib_per_token": kv_bytes_per_token(a) // 1024, "kv_tokens": int(kv // kv_bytes_per_token(a)),
         "sleep_mode": sleep, "server": server, "generation_peak_gib": g(generation_peak), "peak_gib": g(peak),
         "headroom_gib": round(CARD_GIB - peak / GIB, 1),
+        # generated tokens per optimizer step, at most (every rollout, analysis and replay running to its budget)
+        "pairs_cap": cap, "pairs_per_prompt": pairs_per_prompt, "pairs_per_step": kept_max,
+        "paper_pairs_per_step": prompts * all_pairs if meta else 0, "rollout_tokens": rollouts * completion,
+        "analysis_prompt_tokens": kept_max * c["analysis_max_prompt_length"],
+        "analysis_tokens": kept_max * c["analysis_max_new_tokens"],
+        "replay_tokens": kept_max * c.get("replay_samples", 1) * replay,
     }
 
 
@@ -153,12 +164,27 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cost_markdown(rows: list[dict]) -> str:
+    """One row per preset: the pairs per step and the tokens generated per step, each at most."""
+    lines = ["| preset | pairs per mixed prompt | pairs per step (the paper's set) | rollout tokens | analysis prompt "
+             "tokens | analysis tokens | replay tokens |", "|---" * 7 + "|"]
+    for r in rows:
+        choice = ("none (loop off)" if not r["pairs_per_prompt"] else
+                  f"all: ≤ {r['pairs_per_prompt']} (the paper's)" if r["pairs_cap"] is None else
+                  f"cap {r['pairs_cap']} (ours)")
+        lines.append(
+            f"| `{r['preset']}` | {choice} | {r['pairs_per_step']:,} ({r['paper_pairs_per_step']:,}) | "
+            f"{r['rollout_tokens'] / 1e6:.1f} M | {r['analysis_prompt_tokens'] / 1e6:.1f} M | "
+            f"{r['analysis_tokens'] / 1e6:.1f} M | {r['replay_tokens'] / 1e6:.1f} M |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = [preset_memory(name) for name in PAPER_PRESETS]
-    print(json.dumps(rows, indent=1) if args.json else markdown(rows))
+    print(json.dumps(rows, indent=1) if args.json else markdown(rows) + "\n\n" + cost_markdown(rows))
     return 0
 
 
