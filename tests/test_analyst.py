@@ -15,7 +15,7 @@ import melrl.training.trainer as trainer_module
 from melrl.cli import main, preset_path
 from melrl.jsonl import read_jsonl
 from melrl.method.meta_phase import MetaExperienceJob
-from melrl.method.experience import Pair
+from melrl.method.pairs import Pair
 from melrl.method.prompts import analysis_text
 from melrl.models import load_model_and_tokenizer
 from melrl.training.analyst import take_reply
