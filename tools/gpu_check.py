@@ -159,7 +159,7 @@ def main() -> int:
     summary = summarize(ordered)
     print(summary_line(summary), flush=True)
     if args.output:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        sys.path.insert(0, str(ROOT / "benchmarks"))  # results files share the benchmarks' provenance record
         from results_file import save_results
 
         save_results({"device": args.device, "paths": ordered, "summary": summary}, args.output)

@@ -160,6 +160,7 @@ def name_vllm_stop_tokens(config: MELConfig, model, tokenizer) -> None:
 
 
 def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
+    from melrl.training.rewards import accuracy_reward_for
     from melrl.training.trainer import MELTrainer
 
     check_master_weights(run, config)
@@ -171,8 +172,9 @@ def build_trainer(run: RunArguments, config: MELConfig, callbacks=None):
     name_vllm_stop_tokens(config, model, tokenizer)
     check_vllm_prompt_budgets(records, tokenizer, config)
     dataset = build_train_dataset(records, tokenizer, config.prompt_template)
-    trainer = MELTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=callbacks, peft_config=run.peft_config())
+    # every method `melrl train` runs (GRPO and the other baselines too) learns from the verifier's verdicts
+    trainer = MELTrainer(model=model, reward_funcs=[accuracy_reward_for(config)], args=config, train_dataset=dataset,
+                         processing_class=tokenizer, callbacks=callbacks, peft_config=run.peft_config())
     if config.validation_steps and config.validation_benchmarks:
         add_validation(trainer, config, run.data_dir)
     return trainer

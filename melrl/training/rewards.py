@@ -45,6 +45,11 @@ def make_accuracy_reward(answer_format: str = "auto", timeout: float | None = No
     return AccuracyReward(answer_format=answer_format, timeout=timeout)
 
 
+def accuracy_reward_for(args) -> AccuracyReward:
+    """The accuracy reward that reads answers the way `args.prompt_template` asks for them."""
+    return make_accuracy_reward(ANSWER_FORMAT[args.prompt_template], args.verifier_timeout)
+
+
 def verdict_sources(args, reward_funcs, trainer_kwargs: dict):
     """The reward functions of a `MELTrainer`: the user's, or, where the loop (or `rft`) needs verdicts and the user
     gave no reward source (no reward function, `environment_factory` or `rollout_func`), the accuracy reward of
@@ -63,8 +68,7 @@ def verdict_sources(args, reward_funcs, trainer_kwargs: dict):
             f"the training dataset lacks the column(s) {sorted(missing)}: the meta-experience loop needs the problem "
             "text and the gold answer beside the prompt (melrl.cli.train.build_train_dataset makes them), and "
             "the default accuracy reward the gold answer; set meta_experience: false to train on prompts alone")
-    return [make_accuracy_reward(ANSWER_FORMAT[args.prompt_template], args.verifier_timeout)] if default \
-        else reward_funcs
+    return [accuracy_reward_for(args)] if default else reward_funcs
 
 
 def _completion_text(completion: Any) -> str:
