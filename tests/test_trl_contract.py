@@ -2,8 +2,10 @@
 
 `MELTrainer` overrides `_calculate_rewards`, `_generate_and_score_completions`, `_compute_loss` and `training_step`,
 calls `_generate_single_turn`, `_tokenize_prompts` and `_get_per_token_logps_and_entropies`, reads `_step`,
-`_buffered_inputs`' order and the output keys of a generation batch, and sets the vLLM engine's budget and regex
-for one call. A TRL release that changes any of these fails here, by name, before a training test does.
+`_buffered_inputs`' order and the output keys of a generation batch, sets the vLLM engine's budget and regex
+for one call, and generates guided analyses and continuous-batching analyses itself inside the contexts TRL's
+`_generate_single_turn` generates in. A TRL release that changes any of these fails here, by name, before a training
+test does.
 """
 
 import inspect
@@ -11,10 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import trl.trainer.grpo_trainer as trl_grpo
 from accelerate import PartialState
 from trl import GRPOTrainer
 from trl.generation.vllm_generation import VLLMGeneration
 
+import melrl.training.generation as melrl_generation
+from melrl.method.guidance import SectionGuidance
 from melrl.training.generation import generation_budget, structured_outputs
 from melrl.training.trainer import MELTrainer
 from tests.test_trainer import make_trainer
@@ -188,3 +193,79 @@ def test_grpo_loss_takes_per_token_advantages(tiny_model_dir, tmp_path, level):
     per_token = inputs["advantages"].unsqueeze(1) * inputs["completion_mask"]
     assert torch.equal(GRPOTrainer._compute_loss(trainer, trainer.model, {**inputs, "advantages": per_token}),
                        per_rollout)
+
+
+def named(trainer, values):
+    """`values` with the trainer's own objects replaced by their attribute names (readable failure messages)."""
+    names = {id(getattr(trainer, name)): name for name in ("model_wrapped", "accelerator", "generation_kwargs")}
+    return tuple(names.get(id(value), value) for value in values)
+
+
+class RecordingBackend:
+    """TRL's distributed backend (`trainer._dist`), every method call recorded."""
+
+    def __init__(self, backend, seen, trainer):
+        self._backend, self._seen, self._trainer = backend, seen, trainer
+
+    def __getattr__(self, name):
+        value = getattr(self._backend, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            self._seen.append((f"_dist.{name}", named(self._trainer, args), kwargs))
+            return value(*args, **kwargs)
+
+        return call
+
+
+def record_generation_contexts(trainer, monkeypatch):
+    """What a generate call on `trainer` runs in, in order: each `unwrap_model_for_generation` (TRL's and melrl's
+    import alike) with its arguments, each call on TRL's distributed backend, and at the model's `generate` or
+    continuous-batching manager: whether gradients are on, whether the model is in training mode, the model's
+    dtype, and whether it got the trainer's generation and continuous-batching configs."""
+    seen = []
+    for module in (trl_grpo, melrl_generation):
+        def unwrap(*args, _original=module.unwrap_model_for_generation, **kwargs):
+            seen.append(("unwrap_model_for_generation", named(trainer, args),
+                         dict(zip(kwargs, named(trainer, kwargs.values())))))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, "unwrap_model_for_generation", unwrap)
+    monkeypatch.setattr(trainer, "_dist", RecordingBackend(trainer._dist, seen, trainer))
+    model_class = type(trainer.model)
+    for name in ("generate", "continuous_batching_context_manager"):
+        def engine(model, *args, _name=name, _original=getattr(model_class, name), **kwargs):
+            seen.append((_name, model is trainer.model, torch.is_grad_enabled(), model.training, model.dtype,
+                         kwargs.get("generation_config") is trainer.generation_config,
+                         kwargs.get("continuous_batching_config") is trainer.continuous_batching_config))
+            return _original(model, *args, **kwargs)
+
+        monkeypatch.setattr(model_class, name, engine)
+    return seen
+
+
+@pytest.mark.parametrize("engine", ["generate", "continuous_batching"])
+def test_melrl_generates_in_the_contexts_trl_generates_in(tiny_model_dir, tmp_path, monkeypatch, engine):
+    # Guided analyses (`generate` with xgrammar's logits processor) and continuous-batching analyses (by request id)
+    # bypass `_generate_single_turn`; they must unwrap, gather ZeRO-3 parameters, summon FSDP's full parameters and
+    # turn gradients off exactly as TRL's branch of the same engine does.
+    continuous = engine == "continuous_batching"
+    trainer = make_trainer(tiny_model_dir, tmp_path, use_transformers_continuous_batching=continuous,
+                           transformers_continuous_batching_config={"num_blocks": 16, "max_batch_tokens": 256})
+    trainer.model.train()
+    seen = record_generation_contexts(trainer, monkeypatch)
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    with generation_budget(trainer, 4):
+        theirs = trainer._generate_single_turn(prompts, None, {}, 1)[0]
+        trls_contexts, seen[:] = list(seen), []
+        if continuous:
+            mine = melrl_generation._continuous_batching_generate(trainer, prompts)
+        else:
+            mine = melrl_generation._guided_generate(trainer, prompts, SectionGuidance.for_budget("compact", 4))
+    assert [entry[0] for entry in trls_contexts] == \
+        ["unwrap_model_for_generation", "_dist.summon_full_params",
+         "continuous_batching_context_manager" if continuous else "generate"]
+    assert seen == trls_contexts
+    assert trainer.model.training
+    assert len(mine) == len(theirs) == 2 and all(0 < len(ids) <= 4 for ids in mine)
