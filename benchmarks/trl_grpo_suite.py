@@ -7,15 +7,21 @@ helper modules into a work folder, beside a conftest written here that
 - serves TRL's tiny prompt datasets (`trl-internal-testing/zen`) from small prompt-only datasets written here;
 - with `--trainer mel` replaces `trl.GRPOTrainer` / `trl.GRPOConfig` by `MELTrainer` and a `MELConfig` whose
   `meta_experience` defaults to false (the loop off), with `--trainer mel-loop` by `MELTrainer` / `MELConfig` as they
-  are (the loop on); `--trainer grpo` runs TRL's own classes.
+  are (the loop on); `mel-loop-golds` is `mel-loop` with the two columns the loop reads added to every dataset row
+  (`problem`: the prompt's text, `answer`: a gold answer), so that the loop runs in TRL's tests; `--trainer grpo`
+  runs TRL's own classes.
 
 Vision-language models, vLLM, accelerators and hub access are not rebuilt: those tests fail or skip alike for every
 `--trainer`, so compare the pass lists, not the counts alone.
 
+    python benchmarks/trl_grpo_suite.py --trl-git /path/to/trl/.git --work /tmp/trl-suite \\
+        --output benchmarks/results/trl_grpo_suite.json
     python benchmarks/trl_grpo_suite.py --trl-git /path/to/trl/.git --work /tmp/trl-suite --trainer grpo -- -x -k train
-    python benchmarks/trl_grpo_suite.py --trl-git /path/to/trl/.git --work /tmp/trl-suite --trainer mel --junit mel.xml
 
-Extra arguments after `--` go to pytest. Prints the pass/fail/skip counts; `--junit` keeps pytest's JUnit report.
+Runs the file against each `--trainer` in turn (JUnit reports `<work>/<trainer>.xml`; `--reuse` reads them again
+without running), prints the counts and, for `mel` and `mel-loop`, how many of the tests that pass with TRL's own
+classes pass with them and which do not; `--output` saves all of it with each failure's first message line.
+Extra arguments after `--` go to pytest.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ PROBES = ["is_joblib_available"]
 TEST_FILES = ["tests/__init__.py", "tests/conftest.py", "tests/testing_utils.py", "tests/testing_constants.py",
               "tests/test_grpo_trainer.py"]
 SNAPSHOT = "0" * 40
+TRAINERS = ("grpo", "mel", "mel-loop", "mel-loop-golds")
+GOLD = "4"
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=8, max_position_embeddings=2048)
 # hub name -> (model_type, architecture, extra config)
@@ -59,6 +67,8 @@ import dataclasses, os
 import datasets
 
 DATA = {data!r}
+GOLD = {gold!r}
+TRAINER = os.environ.get("MELRL_SUITE_TRAINER", "grpo")
 _load_dataset = datasets.load_dataset
 
 
@@ -69,6 +79,9 @@ def _offline_load_dataset(path, name=None, *args, split=None, streaming=False, *
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"offline suite: no local copy of {{path}} / {{name}}")
     splits = datasets.load_from_disk(folder)
+    if TRAINER == "mel-loop-golds":  # the columns the loop reads: the prompt's text as the problem, a gold answer
+        splits = splits.map(lambda row: {{"problem": row["prompt"] if isinstance(row["prompt"], str)
+                                         else row["prompt"][-1]["content"], "answer": GOLD}})
     if streaming:
         splits = datasets.IterableDatasetDict({{k: v.to_iterable_dataset() for k, v in splits.items()}})
     return splits[split] if split else splits
@@ -82,7 +95,6 @@ for _probe in {probes!r}:
     if not hasattr(_import_utils, _probe):
         setattr(_import_utils, _probe, lambda: False)
 
-TRAINER = os.environ.get("MELRL_SUITE_TRAINER", "grpo")
 if TRAINER != "grpo":
     import trl
     from melrl.training.config import MELConfig
@@ -151,42 +163,107 @@ def build_datasets(data: Path) -> None:
                          "test": Dataset.from_list(examples[-2:])}).save_to_disk(str(folder))
 
 
-def summarize(junit: Path) -> dict[str, list[str]]:
-    outcome: dict[str, list[str]] = {"passed": [], "failed": [], "skipped": []}
+def summarize(junit: Path) -> dict[str, dict]:
+    """Each test of a JUnit report: its outcome and, for a failure, the first line of its message."""
+    outcomes = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
-        name = f"{case.get('classname')}::{case.get('name')}"
+        name = f"{case.get('classname').rsplit('.', 1)[-1]}::{case.get('name')}"
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
         if case.find("skipped") is not None:
-            outcome["skipped"].append(name)
-        elif case.find("failure") is not None or case.find("error") is not None:
-            outcome["failed"].append(name)
+            outcomes[name] = {"outcome": "skipped"}
+        elif failure is not None:
+            message = (failure.get("message") or "").strip().splitlines()
+            outcomes[name] = {"outcome": "failed", "reason": message[0][:300] if message else ""}
         else:
-            outcome["passed"].append(name)
-    return outcome
+            outcomes[name] = {"outcome": "passed"}
+    return outcomes
+
+
+def compare(runs: dict[str, dict[str, dict]]) -> dict:
+    """Counts per trainer and, against the tests that pass with TRL's own classes, which pass with each other
+    trainer and why the others fail (failure reasons with their counts)."""
+    counts = {trainer: {state: sum(o["outcome"] == state for o in tests.values())
+                        for state in ("passed", "failed", "skipped")} for trainer, tests in runs.items()}
+    result = {"counts": counts}
+    if "grpo" not in runs:
+        return result
+    reference = sorted(name for name, o in runs["grpo"].items() if o["outcome"] == "passed")
+    for trainer, tests in runs.items():
+        if trainer == "grpo":
+            continue
+        failing = {name: tests.get(name, {"outcome": "not run"}) for name in reference
+                   if tests.get(name, {}).get("outcome") != "passed"}
+        reasons: dict[str, int] = {}
+        for o in failing.values():
+            reasons[o.get("reason", o["outcome"])] = reasons.get(o.get("reason", o["outcome"]), 0) + 1
+        result[trainer] = {"pass_of_grpos_passing": len(reference) - len(failing), "grpos_passing": len(reference),
+                           "failing": sorted(failing), "reasons": dict(sorted(reasons.items(), key=lambda r: -r[1]))}
+    return result
+
+
+def prepare(trl_git: Path, revision: str, work: Path) -> None:
+    extract_tests(trl_git, revision, work)
+    build_models(work / "hub")
+    build_datasets(work / "datasets")
+    (work / "conftest.py").write_text(CONFTEST.format(data=str(work / "datasets"), org=ORG, probes=PROBES, gold=GOLD))
+    (work / "pytest.ini").write_text("[pytest]\n")
+
+
+def run_suite(work: Path, trainer: str, junit: Path, pytest_args: list[str]) -> None:
+    env = {**os.environ, "HF_HUB_CACHE": str(work / "hub"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "MELRL_SUITE_TRAINER": trainer, "TRL_EXPERIMENTAL_SILENCE": "1"}
+    command = [sys.executable, "-m", "pytest", "tests/test_grpo_trainer.py", "-p", "no:cacheprovider",
+               "-p", "no:xdist", "-c", "pytest.ini", f"--junitxml={junit}", "-q", *pytest_args]
+    subprocess.run(command, cwd=work, env=env)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trl-git", type=Path, required=True, help="git directory of a TRL clone")
     parser.add_argument("--revision", default="HEAD", help="TRL revision whose tests run (default: HEAD)")
-    parser.add_argument("--work", type=Path, required=True, help="work folder (tests, models, datasets)")
-    parser.add_argument("--trainer", choices=["grpo", "mel", "mel-loop"], default="grpo")
-    parser.add_argument("--junit", type=Path, help="where to keep pytest's JUnit report")
+    parser.add_argument("--work", type=Path, required=True, help="work folder (tests, models, datasets, reports)")
+    parser.add_argument("--trainer", nargs="+", choices=TRAINERS, default=list(TRAINERS),
+                        help="which classes to run the file against, in turn (default: all)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the JUnit reports already in --work instead of running a trainer again")
+    parser.add_argument("--output", type=Path, help="save the counts and the comparison here (JSON)")
     args, pytest_args = parser.parse_known_args(argv)
     pytest_args = [a for a in pytest_args if a != "--"]
     work = args.work.resolve()
-    extract_tests(args.trl_git, args.revision, work)
-    build_models(work / "hub")
-    build_datasets(work / "datasets")
-    (work / "conftest.py").write_text(CONFTEST.format(data=str(work / "datasets"), org=ORG, probes=PROBES))
-    (work / "pytest.ini").write_text("[pytest]\n")
-    junit = (args.junit or work / f"{args.trainer}.xml").resolve()
-    env = {**os.environ, "HF_HUB_CACHE": str(work / "hub"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "MELRL_SUITE_TRAINER": args.trainer, "TRL_EXPERIMENTAL_SILENCE": "1"}
-    command = [sys.executable, "-m", "pytest", "tests/test_grpo_trainer.py", "-p", "no:cacheprovider",
-               "-p", "no:xdist", "-c", "pytest.ini", f"--junitxml={junit}", "-q", *pytest_args]
-    subprocess.run(command, cwd=work, env=env)
-    outcome = summarize(junit)
-    print(" ".join(f"{k}={len(v)}" for k, v in outcome.items()))
+    work.mkdir(parents=True, exist_ok=True)
+    revision = subprocess.run(["git", f"--git-dir={args.trl_git}", "rev-parse", args.revision], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    if not args.reuse:
+        prepare(args.trl_git, revision, work)
+    runs = {}
+    for trainer in args.trainer:
+        junit = work / f"{trainer}.xml"
+        if not args.reuse:
+            run_suite(work, trainer, junit, pytest_args)
+        if not junit.exists():
+            raise SystemExit(f"{junit}: no JUnit report (run without --reuse first)")
+        runs[trainer] = summarize(junit)
+    comparison = compare(runs)
+    for trainer, counts in comparison["counts"].items():
+        print(f"{trainer}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    for trainer in runs:
+        if trainer in comparison:
+            c = comparison[trainer]
+            print(f"{trainer}: {c['pass_of_grpos_passing']} of the {c['grpos_passing']} tests that pass with "
+                  f"GRPOTrainer pass; failing: {', '.join(c['failing'][:8]) or '-'}"
+                  + (f" and {len(c['failing']) - 8} more" if len(c["failing"]) > 8 else ""))
+            for reason, count in c["reasons"].items():
+                print(f"    {count:4d}  {reason[:160]}")
+    if args.output:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from results_file import save_results
+
+        save_results({"trl_tests_revision": revision, "trl_tests": "tests/test_grpo_trainer.py",
+                      "pytest_args": pytest_args, "comparison": comparison,
+                      "outcomes": {trainer: dict(sorted(tests.items())) for trainer, tests in runs.items()}},
+                     args.output)
     return 0
 
 

@@ -55,6 +55,17 @@ def test_the_loop_names_the_columns_it_lacks(tiny_model_dir, tmp_path, reward_fu
         build(tiny_model_dir, prompt_only(), make_config(tmp_path), reward_funcs=reward_funcs)
 
 
+def test_no_data_and_no_environment_fails_as_grpo_does(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="`train_dataset` is required"):
+        build(tiny_model_dir, None, make_config(tmp_path), reward_funcs=[parity_accuracy])
+
+
+def test_an_environment_that_owns_the_data_cannot_give_the_loop_its_columns(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"loop needs a train_dataset with the column\(s\) \['answer', 'problem'\]"):
+        build(tiny_model_dir, None, make_config(tmp_path), reward_funcs=[parity_accuracy],
+              environment_factory=lambda: None)
+
+
 def test_the_default_accuracy_reward_needs_the_gold_answer_under_rft(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['answer'\]"):
         build(tiny_model_dir, prompt_only(), make_config(tmp_path, meta_experience=False, algorithm="rft"))

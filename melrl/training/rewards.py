@@ -59,6 +59,8 @@ def verdict_sources(args, reward_funcs, trainer_kwargs: dict):
         trainer_kwargs.get("environment_factory") or trainer_kwargs.get("rollout_func"))
     needed = ({"problem", "answer"} if args.meta_experience else set()) | ({"answer"} if default else set())
     dataset = trainer_kwargs.get("train_dataset")
+    if dataset is None and not trainer_kwargs.get("environment_factory"):
+        return reward_funcs  # TRL refuses a trainer with no data and no environment that owns it, in its own words
     if needed and dataset is None:
         raise ValueError(f"the meta-experience loop needs a train_dataset with the column(s) {sorted(needed)}; "
                          "set meta_experience: false to train without it")
