@@ -7,9 +7,10 @@ helper modules into a work folder, beside a conftest written here that
 - serves TRL's tiny prompt datasets (`trl-internal-testing/zen`) from small prompt-only datasets written here;
 - with `--trainer mel` replaces `trl.GRPOTrainer` / `trl.GRPOConfig` by `MELTrainer` and a `MELConfig` whose
   `meta_experience` defaults to false (the loop off), with `--trainer mel-loop` by `MELTrainer` / `MELConfig` as they
-  are (the loop on); `mel-loop-golds` is `mel-loop` with the two columns the loop reads added to every dataset row
-  (`problem`: the prompt's text, `answer`: a gold answer), so that the loop runs in TRL's tests; `--trainer grpo`
-  runs TRL's own classes.
+  are (the loop on); `mel-loop-forced` is `mel-loop` made to run the loop in every test: the two columns the loop
+  reads added to every dataset row (`problem`: the prompt's text, `answer`: a gold answer), every other rollout
+  counted correct whatever TRL's test rewards say (so every group has pairs to analyse), analyses of at most 16
+  tokens; `--trainer grpo` runs TRL's own classes.
 
 Vision-language models, vLLM, accelerators and hub access are not rebuilt: those tests fail or skip alike for every
 `--trainer`, so compare the pass lists, not the counts alone.
@@ -19,7 +20,7 @@ Vision-language models, vLLM, accelerators and hub access are not rebuilt: those
     python benchmarks/trl_grpo_suite.py --trl-git /path/to/trl/.git --work /tmp/trl-suite --trainer grpo -- -x -k train
 
 Runs the file against each `--trainer` in turn (JUnit reports `<work>/<trainer>.xml`; `--reuse` reads them again
-without running), prints the counts and, for `mel` and `mel-loop`, how many of the tests that pass with TRL's own
+without running), prints the counts and, for every arm but `grpo`, how many of the tests that pass with TRL's own
 classes pass with them and which do not; `--output` saves all of it with each failure's first message line.
 Extra arguments after `--` go to pytest.
 """
@@ -27,6 +28,7 @@ Extra arguments after `--` go to pytest.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -38,8 +40,9 @@ PROBES = ["is_joblib_available"]
 TEST_FILES = ["tests/__init__.py", "tests/conftest.py", "tests/testing_utils.py", "tests/testing_constants.py",
               "tests/test_grpo_trainer.py"]
 SNAPSHOT = "0" * 40
-TRAINERS = ("grpo", "mel", "mel-loop", "mel-loop-golds")
+TRAINERS = ("grpo", "mel", "mel-loop", "mel-loop-forced")
 GOLD = "4"
+ANALYSIS_TOKENS = 16  # `mel-loop-forced`: analyses as short as TRL's tests keep their completions
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=8, max_position_embeddings=2048)
 # hub name -> (model_type, architecture, extra config)
@@ -68,6 +71,7 @@ import datasets
 
 DATA = {data!r}
 GOLD = {gold!r}
+ANALYSIS_TOKENS = {analysis_tokens!r}
 TRAINER = os.environ.get("MELRL_SUITE_TRAINER", "grpo")
 _load_dataset = datasets.load_dataset
 
@@ -79,7 +83,7 @@ def _offline_load_dataset(path, name=None, *args, split=None, streaming=False, *
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"offline suite: no local copy of {{path}} / {{name}}")
     splits = datasets.load_from_disk(folder)
-    if TRAINER == "mel-loop-golds":  # the columns the loop reads: the prompt's text as the problem, a gold answer
+    if TRAINER == "mel-loop-forced":  # the columns the loop reads: the prompt's text as the problem, a gold answer
         splits = splits.map(lambda row: {{"problem": row["prompt"] if isinstance(row["prompt"], str)
                                          else row["prompt"][-1]["content"], "answer": GOLD}})
     if streaming:
@@ -106,9 +110,41 @@ if TRAINER != "grpo":
             meta_experience: bool = False
 
         trl.GRPOConfig = LoopOffConfig
+    elif TRAINER == "mel-loop-forced":
+        @dataclasses.dataclass
+        class ShortAnalysesConfig(MELConfig):
+            analysis_max_new_tokens: int = ANALYSIS_TOKENS
+
+        trl.GRPOConfig = ShortAnalysesConfig
+        # every other rollout correct: every group has pairs whatever TRL's test rewards are
+        MELTrainer._correct = lambda self, rewards: [i % 2 == 0 for i in range(rewards.size(0))]
     else:
         trl.GRPOConfig = MELConfig
     trl.GRPOTrainer = MELTrainer
+
+if TRAINER.startswith("mel-loop"):  # what the loop did in each test, to tell a test it ran in from one it skipped
+    import json
+    import melrl.training.trainer as _trainer_module
+
+    _phase, _write = MELTrainer._meta_experience_phase, _trainer_module.write_analyses
+    _counts = {{}}
+
+    def _write_analyses(trainer, jobs):
+        _counts["analyses"] = _counts.get("analyses", 0) + len(jobs)
+        return _write(trainer, jobs)
+
+    def _recorded_phase(self, rollouts):
+        _counts.clear()
+        kept = _phase(self, rollouts)
+        record = {{"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0].split("::", 1)[-1],
+                   "rollouts": len(rollouts.correct), "correct": sum(rollouts.correct),
+                   "analyses": _counts.get("analyses", 0), "kept": len(kept)}}
+        with open(os.path.join(os.path.dirname(DATA), TRAINER + "-phases.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\\n")
+        return kept
+
+    _trainer_module.write_analyses = _write_analyses
+    MELTrainer._meta_experience_phase = _recorded_phase
 '''
 
 
@@ -203,11 +239,22 @@ def compare(runs: dict[str, dict[str, dict]]) -> dict:
     return result
 
 
+def loop_activity(phases: Path) -> dict:
+    """From the loop's record of each generation batch: in how many tests it ran, and wrote analyses, and how many
+    rollouts, analyses and kept meta-experiences there were."""
+    records = [json.loads(line) for line in phases.read_text().splitlines() if line.strip()]
+    return {"tests": len({r["test"] for r in records}),
+            "tests_with_analyses": len({r["test"] for r in records if r["analyses"]}),
+            "generation_batches": len(records), **{key: sum(r[key] for r in records)
+                                                   for key in ("rollouts", "correct", "analyses", "kept")}}
+
+
 def prepare(trl_git: Path, revision: str, work: Path) -> None:
     extract_tests(trl_git, revision, work)
     build_models(work / "hub")
     build_datasets(work / "datasets")
-    (work / "conftest.py").write_text(CONFTEST.format(data=str(work / "datasets"), org=ORG, probes=PROBES, gold=GOLD))
+    (work / "conftest.py").write_text(CONFTEST.format(data=str(work / "datasets"), org=ORG, probes=PROBES, gold=GOLD,
+                                                     analysis_tokens=ANALYSIS_TOKENS))
     (work / "pytest.ini").write_text("[pytest]\n")
 
 
@@ -241,11 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     for trainer in args.trainer:
         junit = work / f"{trainer}.xml"
         if not args.reuse:
+            (work / f"{trainer}-phases.jsonl").unlink(missing_ok=True)
             run_suite(work, trainer, junit, pytest_args)
         if not junit.exists():
             raise SystemExit(f"{junit}: no JUnit report (run without --reuse first)")
         runs[trainer] = summarize(junit)
     comparison = compare(runs)
+    for trainer in runs:
+        if trainer in comparison and (work / f"{trainer}-phases.jsonl").exists():
+            comparison[trainer]["loop"] = loop_activity(work / f"{trainer}-phases.jsonl")
     for trainer, counts in comparison["counts"].items():
         print(f"{trainer}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
     for trainer in runs:
@@ -256,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" and {len(c['failing']) - 8} more" if len(c["failing"]) > 8 else ""))
             for reason, count in c["reasons"].items():
                 print(f"    {count:4d}  {reason[:160]}")
+            if "loop" in c:
+                print(f"    the loop: {json.dumps(c['loop'])}")
     if args.output:
         sys.path.insert(0, str(Path(__file__).parent))
         from results_file import save_results
