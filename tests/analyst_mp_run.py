@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 import melrl.training.trainer as trainer_module
+from melrl.cli.train import end_processes
 from melrl.models import load_model_and_tokenizer
 from melrl.training.trainer import MELTrainer
 from tests.chat_server import MODEL
@@ -50,6 +51,7 @@ def main(argv: list[str]) -> int:
                          processing_class=tokenizer)
     trainer.train()
     Path(output_dir, f"rank{trainer.accelerator.process_index}.json").write_text(json.dumps(seen))
+    end_processes(trainer)
     return 0
 
 

@@ -3,7 +3,10 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The torch thread budget (OMP_NUM_THREADS, default 2) is shared among pytest-xdist's workers: torch processes whose
+# OpenMP threads outnumber the cores slow each other several-fold. Subprocesses inherit the share.
+THREADS = max(1, int(os.environ.get("OMP_NUM_THREADS") or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # The registered datasets' real files, for the tests that read them: the shared data folder beside the repository,
@@ -23,5 +26,5 @@ def tiny_model_dir(tmp_path_factory):
 
     from melrl.models import build_tiny_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import TrainerCallback
 
 import melrl.training.trainer as trainer_module
-from melrl.cli.train import RunArguments
+from melrl.cli.train import RunArguments, end_processes
 from melrl.training.trainer import MELTrainer
 from tests.test_trainer import fake_judge, make_config, make_dataset, parity_accuracy
 
@@ -148,6 +148,7 @@ def main(argv=None) -> int:
                    "max_change": max((float((state[n].float().cpu() - initial[n].float()).abs().max())
                                       for n in names if n in initial), default=None)}
     Path(args.output_dir, f"rank{rank}.json").write_text(json.dumps(record))
+    end_processes(trainer)
     return 0
 
 

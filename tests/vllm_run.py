@@ -26,7 +26,7 @@ import torch
 
 import melrl.training.trainer as trainer_module
 from melrl.models import load_model_and_tokenizer
-from melrl.cli.train import name_vllm_stop_tokens
+from melrl.cli.train import end_processes, name_vllm_stop_tokens
 from melrl.training.trainer import MELTrainer
 from tests.test_trainer import make_config, make_dataset, parity_accuracy
 
@@ -125,6 +125,7 @@ def main(argv=None) -> int:
     if not args.server and not args.sleep and world == 1:
         record["greedy"] = greedy_check(trainer, tokenizer)
     Path(args.output_dir, f"rank{rank}.json").write_text(json.dumps(record))
+    end_processes(trainer)
     return 0
 
 

@@ -55,7 +55,7 @@ def train(model_dir: str, output_dir: str, device: str, vllm: bool, sleep_mode: 
     from melrl.data import load_records
     from melrl.models import load_model_and_tokenizer
     from melrl.training.config import MELConfig
-    from melrl.cli.train import build_train_dataset, name_vllm_stop_tokens
+    from melrl.cli.train import build_train_dataset, end_processes, name_vllm_stop_tokens
 
     def accept(job, *, leak_check):
         job.parsed, job.parts, job.parse_error = True, {}, None
@@ -78,6 +78,7 @@ def train(model_dir: str, output_dir: str, device: str, vllm: bool, sleep_mode: 
     trainer = trainer_module.MELTrainer(model=model, reward_funcs=[parity], args=config, train_dataset=dataset,
                                         processing_class=tokenizer)
     trainer.train()
+    end_processes(trainer)
     lines = [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
     kept = sum(line["kept"] for line in lines)
     if not kept or all(line["nll"] is None for line in lines):

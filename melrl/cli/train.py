@@ -207,4 +207,12 @@ def run_training(run: RunArguments, config: MELConfig, callbacks=None, compact_p
         use_compact_progress(trainer)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
+    end_processes(trainer)
     return trainer
+
+
+def end_processes(trainer) -> None:
+    """After the last collective of a run: wait for every process, then destroy the process group. Left to the
+    interpreter's exit, gloo's worker threads can outlive it and abort a finished process (SIGABRT, a failed job)."""
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
