@@ -168,32 +168,35 @@ def main() -> int:
 
 
 def run_paths(names: list[str], args) -> dict[str, dict]:
-    """Run the named paths, each in its own process, on a tiny model built for them; print each result."""
+    """Run the named paths, each in its own process, on a tiny model built for them in a temporary folder (removed
+    afterwards); print each result."""
     from melrl.cli import accelerate_kit
     from melrl.models import build_tiny_model
 
-    work = Path(tempfile.mkdtemp(prefix="melrl-gpu-check-"))
-    model_dir = str(build_tiny_model(work / "tiny", tokenizer_source=args.tokenizer))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "HF_HUB_OFFLINE": "1"}
-    if args.device == "cpu":
-        env["DS_ACCELERATOR"] = "cpu"
-    worker = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--train", model_dir]
-    commands = {"mel_bf16": worker + [str(work / "mel_bf16")]}
-    for engine, (kit, settings) in ENGINES.items():
-        config = work / f"{engine}.yaml"
-        config.write_text(yaml.safe_dump(accelerate_kit(kit, num_processes=1, use_cpu=args.device == "cpu", **settings)))
-        commands[engine] = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                            *worker[1:-1], model_dir, str(work / engine)]
-    commands["eval"] = [sys.executable, "-m", "melrl", "eval", "--model", model_dir, "--benchmarks", "arith",
-                        "--limit", "4", "--k", "2", "--max-new-tokens", "16", "--template", "short",
-                        "--backend", "transformers", "--output-dir", str(work / "eval")]
-    for name, flags in VLLM_PATHS.items():
-        commands[name] = worker + [str(work / name), "--vllm", *flags]
-    results = {}
-    for name in names:
-        results[name] = run_path(name, commands[name], args.timeout, env)
-        print(json.dumps(results[name]), flush=True)
-    return results
+    with tempfile.TemporaryDirectory(prefix="melrl-gpu-check-") as folder:  # the tiny model and the paths' runs
+        work = Path(folder)
+        model_dir = str(build_tiny_model(work / "tiny", tokenizer_source=args.tokenizer))
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "HF_HUB_OFFLINE": "1"}
+        if args.device == "cpu":
+            env["DS_ACCELERATOR"] = "cpu"
+        worker = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--train", model_dir]
+        commands = {"mel_bf16": worker + [str(work / "mel_bf16")]}
+        for engine, (kit, settings) in ENGINES.items():
+            config = work / f"{engine}.yaml"
+            kit_config = accelerate_kit(kit, num_processes=1, use_cpu=args.device == "cpu", **settings)
+            config.write_text(yaml.safe_dump(kit_config))
+            commands[engine] = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                                *worker[1:-1], model_dir, str(work / engine)]
+        commands["eval"] = [sys.executable, "-m", "melrl", "eval", "--model", model_dir, "--benchmarks", "arith",
+                            "--limit", "4", "--k", "2", "--max-new-tokens", "16", "--template", "short",
+                            "--backend", "transformers", "--output-dir", str(work / "eval")]
+        for name, flags in VLLM_PATHS.items():
+            commands[name] = worker + [str(work / name), "--vllm", *flags]
+        results = {}
+        for name in names:
+            results[name] = run_path(name, commands[name], args.timeout, env)
+            print(json.dumps(results[name]), flush=True)
+        return results
 
 
 if __name__ == "__main__":
