@@ -33,6 +33,7 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 ORG = "trl-internal-testing"
@@ -231,11 +232,9 @@ def compare(runs: dict[str, dict[str, dict]]) -> dict:
             continue
         failing = {name: tests.get(name, {"outcome": "not run"}) for name in reference
                    if tests.get(name, {}).get("outcome") != "passed"}
-        reasons: dict[str, int] = {}
-        for o in failing.values():
-            reasons[o.get("reason", o["outcome"])] = reasons.get(o.get("reason", o["outcome"]), 0) + 1
+        reasons = Counter(o.get("reason", o["outcome"]) for o in failing.values())
         result[trainer] = {"pass_of_grpos_passing": len(reference) - len(failing), "grpos_passing": len(reference),
-                           "failing": sorted(failing), "reasons": dict(sorted(reasons.items(), key=lambda r: -r[1]))}
+                           "failing": sorted(failing), "reasons": dict(reasons.most_common())}
     return result
 
 
